@@ -1,0 +1,150 @@
+#!/bin/bash
+# accept.sh - accept-rate benchmark: Breakwater against Postfix, same run.
+#
+# For each message size (4 KiB and 51,200 bytes) it starts a fresh Breakwater
+# instance and a fresh Postfix instance (private config dirs and queues under
+# /tmp/bw-bench-*, loopback ports; see benchlib.py), drives each with
+# Postfix's smtp-source (default 20,000 messages over 50 parallel sessions,
+# one message per connection), times it, checks that every message is in the
+# queue, and prints the rates and their ratio.  See README.md.
+#
+# Environment:
+#   BENCH_QUICK=1        2,000 messages instead of 20,000
+#   BENCH_MESSAGES=N     message count (overrides BENCH_QUICK)
+#   BENCH_SESSIONS=N     parallel sessions (default 50)
+#   BENCH_SIZES="a b"    payload sizes in bytes (default "4096 51200")
+#   BENCH_RUNS=N         repeat each measurement N times, report the median
+#   BENCH_ONLY=breakwater|postfix   measure only one side
+#   BENCH_BW_PARAMS="k=v ..."       extra Breakwater main.cf settings
+#                        (e.g. spool_sync_method=fsync)
+#   BENCH_POSTFIX_MODE=hold|defer   how Postfix keeps mail queued (default hold)
+#   BENCH_TIMEOUT=S      limit for one smtp-source run (default 900 s)
+#   BENCH_KEEP=1         keep the work dir of a failed run for inspection
+set -u
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+PY=/usr/bin/python3
+LIB="$PY $HERE/benchlib.py"
+SMTP_SOURCE=/usr/sbin/smtp-source
+
+if [ -n "${BENCH_MESSAGES:-}" ]; then COUNT=$BENCH_MESSAGES
+elif [ "${BENCH_QUICK:-0}" = 1 ]; then COUNT=2000
+else COUNT=20000; fi
+SESSIONS=${BENCH_SESSIONS:-50}
+SIZES=${BENCH_SIZES:-"4096 51200"}
+RUNS=${BENCH_RUNS:-1}
+ONLY=${BENCH_ONLY:-}
+TIMEOUT=${BENCH_TIMEOUT:-900}
+read -r -a BW_PARAMS <<< "${BENCH_BW_PARAMS:-}"
+
+WORKDIRS=()
+cleanup() {
+    for w in "${WORKDIRS[@]}"; do
+        [ -d "$w" ] && $LIB cleanup "$w"
+    done
+}
+trap cleanup EXIT
+trap 'echo "accept.sh: interrupted" >&2; exit 130' INT TERM
+
+die() { echo "accept.sh: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || die "must run as root (private Postfix instance, breakwater mail_owner)"
+[ -x "$SMTP_SOURCE" ] || die "$SMTP_SOURCE missing (apt-get install postfix)"
+
+label() {   # payload size -> label used in the summary
+    case $1 in
+        4096) echo 4KiB ;;
+        51200) echo 50KiB ;;
+        *) echo "${1}B" ;;
+    esac
+}
+
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+
+# run_one KIND SIZE: sets RATE (msg/s, or "FAILED"), QUEUED, DURABILITY, ELAPSED
+run_one() {
+    local kind=$1 size=$2 w port t0 t1 rc err queued other
+    RATE=FAILED QUEUED=? DURABILITY=? ELAPSED=?
+    w=$($LIB workdir) || die "cannot make a work dir"
+    WORKDIRS+=("$w")
+    if [ "$kind" = bw ]; then
+        port=$($LIB bw-start "$w" "${BW_PARAMS[@]}") || { echo "accept.sh: breakwater did not start" >&2; return 1; }
+    else
+        port=$($LIB pf-start "$w") || { echo "accept.sh: postfix did not start" >&2; return 1; }
+    fi
+    DURABILITY=$($LIB "$kind-durability" "$w")
+    sync                       # start from a clean page cache / journal
+    err="$w/smtp-source.err"
+    t0=$(date +%s.%N)
+    timeout -k 10 "$TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$COUNT" -l "$size" \
+        -f from@example.com -t to@example.net "127.0.0.1:$port" 2>"$err"
+    rc=$?
+    t1=$(date +%s.%N)
+    ELAPSED=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    read -r queued other < <($LIB "$kind-count" "$w")
+    QUEUED="$queued/$COUNT"
+    if [ "$rc" -eq 0 ]; then
+        RATE=$(awk -v n="$COUNT" -v t="$ELAPSED" 'BEGIN { printf "%.0f", n / t }')
+    else
+        echo "accept.sh: $kind: smtp-source exit $rc after ${ELAPSED}s (124 = timed out):" >&2
+        head -c 2000 "$err" >&2
+        echo "accept.sh: $kind: last log lines:" >&2
+        $LIB "$kind-logtail" "$w" 30 >&2
+    fi
+    if [ "$queued" != "$COUNT" ]; then
+        echo "accept.sh: $kind: WARNING: $queued messages queued, $COUNT sent (other: $other)" >&2
+        [ "$rc" -eq 0 ] && RATE="$RATE(QUEUE-MISMATCH)"
+    fi
+    [ "$kind" = bw ] && [ "${other:-0}" != 0 ] && \
+        echo "accept.sh: bw: WARNING: $other files left in incoming/" >&2
+    $LIB "$kind-stop" "$w"
+    if [ "$RATE" = FAILED ] && [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "accept.sh: keeping $w" >&2
+        rm -f "$w/$kind.state.json"
+    else
+        $LIB cleanup "$w"
+    fi
+    return 0
+}
+
+median() {  # median of numeric args; FAILED if any failed
+    local v
+    for v in "$@"; do [[ $v =~ ^[0-9.]+$ ]] || { echo FAILED; return; }; done
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
+        END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+if want breakwater; then
+    BUILD_DIR=$($LIB build) || die "Breakwater build failed"
+    echo "accept.sh: breakwater build: $BUILD_DIR" >&2
+fi
+
+echo "accept.sh: $COUNT messages per run, $SESSIONS sessions, sizes: $SIZES, runs: $RUNS" >&2
+SUMMARY=()
+for size in $SIZES; do
+    lbl=$(label "$size")
+    bw_rates=() pf_rates=() bw_q=- pf_q=- bw_d=- pf_d=-
+    for ((r = 1; r <= RUNS; r++)); do
+        if want breakwater; then
+            run_one bw "$size"
+            bw_rates+=("$RATE") bw_q=$QUEUED bw_d=$DURABILITY
+            echo "accept.sh: run $r $lbl breakwater: $COUNT msgs in ${ELAPSED}s = $RATE msg/s, queued $QUEUED" >&2
+        fi
+        if want postfix; then
+            run_one pf "$size"
+            pf_rates+=("$RATE") pf_q=$QUEUED pf_d=$DURABILITY
+            echo "accept.sh: run $r $lbl postfix: $COUNT msgs in ${ELAPSED}s = $RATE msg/s, queued $QUEUED" >&2
+        fi
+    done
+    bw=$( [ ${#bw_rates[@]} -gt 0 ] && median "${bw_rates[@]}" || echo -)
+    pf=$( [ ${#pf_rates[@]} -gt 0 ] && median "${pf_rates[@]}" || echo -)
+    ratio=$(awk -v a="$bw" -v b="$pf" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }')
+    SUMMARY+=("accept $lbl: breakwater $bw msg/s, postfix $pf msg/s, ratio $ratio")
+    SUMMARY+=("  queued $lbl: breakwater $bw_q, postfix $pf_q")
+done
+
+echo
+echo "== accept benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $COUNT messages x $SESSIONS sessions, smtp-source one message per connection"
+printf '%s\n' "${SUMMARY[@]}"
+want breakwater && echo "  durability breakwater: $bw_d"
+want postfix && echo "  durability postfix: $pf_d"
+exit 0
