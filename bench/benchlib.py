@@ -46,14 +46,25 @@ def log(msg):
 
 
 def run(cmd, timeout=120, check=True, cwd=None, env=None, capture=True):
-    """Run a command, bounded in time; return CompletedProcess."""
-    try:
-        p = subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout,
-                           stdout=subprocess.PIPE if capture else None,
-                           stderr=subprocess.PIPE if capture else None,
-                           text=True)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError("timed out after %ss: %s" % (timeout, " ".join(cmd)))
+    """Run a command, bounded in time; return CompletedProcess.
+
+    Output goes to temporary files, not pipes: a daemon started by the
+    command that inherits its stdout/stderr must not make us wait for EOF."""
+    import tempfile as _tf
+    with _tf.TemporaryFile("w+") as out, _tf.TemporaryFile("w+") as err:
+        try:
+            p = subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout,
+                               stdin=subprocess.DEVNULL,
+                               stdout=out if capture else None,
+                               stderr=err if capture else None, text=True)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("timed out after %ss: %s" % (timeout, " ".join(cmd)))
+        if capture:
+            out.seek(0)
+            err.seek(0)
+            p.stdout, p.stderr = out.read(), err.read()
+        else:
+            p.stdout = p.stderr = ""
     if check and p.returncode != 0:
         raise RuntimeError("%s: exit %d\n%s%s" % (" ".join(cmd), p.returncode,
                                                    p.stdout or "", p.stderr or ""))

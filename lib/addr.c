@@ -5,6 +5,48 @@
 #include <arpa/inet.h>
 #include <string.h>
 
+
+/* utf8_len - length of the well-formed UTF-8 sequence at s (RFC 3629), 0 if none */
+static size_t utf8_len(const unsigned char *s, size_t avail)
+{
+    unsigned char c = s[0];
+    size_t n;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf) n = 2;
+    else if (c == 0xe0) n = 3, lo = 0xa0;
+    else if (c >= 0xe1 && c <= 0xec) n = 3;
+    else if (c == 0xed) n = 3, hi = 0x9f;
+    else if (c >= 0xee && c <= 0xef) n = 3;
+    else if (c == 0xf0) n = 4, lo = 0x90;
+    else if (c >= 0xf1 && c <= 0xf3) n = 4;
+    else if (c == 0xf4) n = 4, hi = 0x8f;
+    else return 0;
+    if (n > avail) return 0;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+    return n;
+}
+
+/* utf8_ok - every 8-bit byte of s[0..n) is part of a well-formed sequence */
+static bool utf8_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        if ((unsigned char)s[i] < 0x80) { i++; continue; }
+        size_t l = utf8_len((const unsigned char *)s + i, n - i);
+        if (l == 0) return false;
+        i += l;
+    }
+    return true;
+}
+
+static bool has_8bit(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80) return true;
+    return false;
+}
+
 static bool is_atext(unsigned char c, bool utf8)
 {
     if (c >= 0x80)
@@ -23,6 +65,8 @@ static bool is_letdig(unsigned char c, bool utf8)
 bool addr_domain_valid(const char *d, size_t n, bool utf8)
 {
     if (n == 0 || n > ADDR_DOMAIN_MAX)
+        return false;
+    if (utf8 && !utf8_ok(d, n))
         return false;
     if (d[0] == '[') {
         if (d[n - 1] != ']' || n < 3)
@@ -146,6 +190,8 @@ enum addr_status addr_parse_path(const char *s, unsigned flags, char out[ADDR_MA
     size_t llen = parse_local(local, utf8, &st);
     if (llen == 0)
         return st;
+    if (utf8 && !utf8_ok(local, llen))
+        return ADDR_ERR_UTF8;
     if (llen > ADDR_LOCAL_MAX)
         return ADDR_ERR_TOO_LONG;
     const char *at = local + llen;
@@ -158,8 +204,11 @@ enum addr_status addr_parse_path(const char *s, unsigned flags, char out[ADDR_MA
     }
     if (*at != '@')
         return ADDR_ERR_LOCAL;
-    if (!addr_domain_valid(at + 1, strlen(at + 1), utf8))
-        return strlen(at + 1) > ADDR_DOMAIN_MAX ? ADDR_ERR_TOO_LONG : ADDR_ERR_DOMAIN;
+    if (!addr_domain_valid(at + 1, strlen(at + 1), utf8)) {
+        if (strlen(at + 1) > ADDR_DOMAIN_MAX)
+            return ADDR_ERR_TOO_LONG;
+        return has_8bit(at + 1, strlen(at + 1)) ? ADDR_ERR_UTF8 : ADDR_ERR_DOMAIN;
+    }
     if (!str_copy(out, ADDR_MAX + 1, local))
         return ADDR_ERR_TOO_LONG;
     return ADDR_OK;

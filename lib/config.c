@@ -202,16 +202,14 @@ static bool read_file(struct config *cfg, char *err)
     }
     struct buf logical;
     buf_init(&logical, CONFIG_LINE_MAX);
-    char line[8192];
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t got;
     int lineno = 0, logical_start = 0;
     size_t total = 0;
-    bool ok = true, cut = false;
-    while (ok && fgets(line, sizeof line, fp) != NULL) {
-        size_t n = strlen(line);
-        if (cut) { /* the rest of an over-long physical line */
-            cut = n > 0 && line[n - 1] != '\n';
-            continue;
-        }
+    bool ok = true;
+    while (ok && (got = getline(&line, &line_cap, fp)) >= 0) {
+        size_t n = (size_t)got;
         lineno++;
         total += n;
         if (total > CONFIG_FILE_MAX) {
@@ -219,12 +217,12 @@ static bool read_file(struct config *cfg, char *err)
             ok = false;
             break;
         }
-        if (n > 0 && line[n - 1] != '\n' && !feof(fp)) {
-            str_fmt(err, CONFIG_ERR_MAX, "%s:%d: line longer than %zu bytes", cfg->path, lineno, sizeof line - 2);
+        if (n > CONFIG_LINE_MAX) {
+            str_fmt(err, CONFIG_ERR_MAX, "%s:%d: line longer than %d bytes", cfg->path, lineno, CONFIG_LINE_MAX);
             ok = false;
             break;
         }
-        if (memchr(line, '\0', n) != NULL || strlen(line) != n) {
+        if (memchr(line, '\0', n) != NULL) {
             str_fmt(err, CONFIG_ERR_MAX, "%s:%d: NUL byte in line", cfg->path, lineno);
             ok = false;
             break;
@@ -263,6 +261,7 @@ static bool read_file(struct config *cfg, char *err)
     if (ok && logical.len > 0)
         ok = parse_line(cfg, logical.data, logical_start, err);
     buf_free(&logical);
+    free(line);
     fclose(fp);
     return ok;
 }
@@ -571,7 +570,10 @@ struct config *config_load(const char *dir, const char *const *overrides, size_t
             goto fail;
         }
         char value[CONFIG_LINE_MAX];
-        str_copy(value, sizeof value, eq + 1);
+        if (!str_copy(value, sizeof value, eq + 1)) {
+            str_fmt(err, CONFIG_ERR_MAX, "-o %.*s: value longer than %d bytes", (int)(eq - overrides[i]), overrides[i], CONFIG_LINE_MAX - 1);
+            goto fail;
+        }
         size_t nlen = (size_t)(eq - overrides[i]);
         while (nlen > 0 && overrides[i][nlen - 1] == ' ')
             nlen--;

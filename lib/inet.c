@@ -111,6 +111,13 @@ bool inet_parse_net(const char *s, struct inet_net *net, char *err, size_t errle
             return str_fmt(err, errlen, "'%s': bad prefix length", s), false;
         net->prefix = (int)p;
     }
+    if (net->family == AF_INET6 && net->prefix >= 96 && IN6_IS_ADDR_V4MAPPED((struct in6_addr *)net->addr)) {
+        memmove(net->addr, net->addr + 12, 4);
+        memset(net->addr + 4, 0, 12);
+        net->family = AF_INET;
+        net->prefix -= 96;
+        maxbits = 32;
+    }
     for (int bit = net->prefix; bit < maxbits; bit++)
         net->addr[bit / 8] &= (uint8_t) ~(0x80u >> (bit % 8));
     return true;

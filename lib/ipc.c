@@ -224,7 +224,14 @@ int ipc_recv_fd(int fd, struct ipc_msg *m, int timeout_ms)
             buf_free(&in);
             return -1;
         }
-        ssize_t n = read(fd, chunk, sizeof chunk);
+        /* Read no further than this frame: what follows belongs to the next call. */
+        size_t want = 6;
+        if (in.len >= 4) {
+            const uint8_t *h = (const uint8_t *)in.data;
+            want = 4 + ((size_t)h[0] << 24 | (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3]);
+        }
+        size_t need = want > in.len ? want - in.len : 1;
+        ssize_t n = read(fd, chunk, need < sizeof chunk ? need : sizeof chunk);
         if (n == 0) {
             buf_free(&in);
             return errno = ECONNRESET, -1;

@@ -514,7 +514,7 @@ int spool_message_read(const char *path, struct spool_message *msg, char *err, s
     }
     line[n - 1] = '\0';
     int64_t v;
-    if (!str_to_i64(line + 5, 0, INT64_MAX, &v)) {
+    if (strspn(line + 5, "0123456789") != 16 || !str_to_i64(line + 5, 0, INT64_MAX, &v)) {
         bad(err, errlen, path, "bad content length in header");
         goto out;
     }

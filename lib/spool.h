@@ -61,7 +61,7 @@ int spool_id_slot(const char *id);
 bool spool_path_incoming(const char *qdir, const char *id, char *out, size_t len);
 bool spool_path_queue(const char *qdir, const char *id, char *out, size_t len);
 
-/* spool_init_dirs - create incoming/, queue/00..ff/ (mode 0700) owned by uid/gid
+/* spool_init_dirs - create incoming/, queue/00..FF/ (mode 0700) owned by uid/gid
  * (uid -1: leave owner). Returns -1 with errno and the failing path in err. */
 int spool_init_dirs(const char *qdir, uid_t uid, gid_t gid, char *err, size_t errlen);
 

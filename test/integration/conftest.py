@@ -43,7 +43,7 @@ LOG_PREFIX = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ "
 
 # Lines that mean a daemon died on its own (exit status 0 at stop is normal).
 DAEMON_DEATH_RE = re.compile(
-    r"breakwater/master\[\d+\]: daemon (\S+) pid (\d+) (killed by signal \d+|exited with status [1-9]\d*)")
+    r"breakwater/master\[\d+\]: (?:\w+: )?daemon (\S+) pid (\d+) (killed by signal \d+|exited with status [1-9]\d*)")
 SANITIZER_RE = re.compile(r"AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:")
 
 
@@ -122,6 +122,10 @@ def _pid_is_ours(pid):
 
 
 def breakwater_uid():
+    """The uid daemons must run as: mail_owner (breakwater) when started as
+    root, else the current user."""
+    if os.geteuid() != 0:
+        return os.getuid()
     return pwd.getpwnam("breakwater").pw_uid
 
 
@@ -704,6 +708,24 @@ class Breakwater:
                 problems.append("teardown: health check failed: %r" % e)
             shutil.rmtree(self.root, ignore_errors=True)
         return problems
+
+
+def wrap_smtpd(bw, shell_lines):
+    """Give bw a daemon_directory of its own where every daemon links to the
+    build's except smtpd, a /bin/sh wrapper that runs shell_lines and then
+    execs the real smtpd. Call before start()."""
+    d = os.path.join(bw.root, "libexec")
+    os.mkdir(d)
+    os.chmod(d, 0o755)
+    for name in os.listdir(DAEMON_DIR):
+        if name != "smtpd":
+            os.symlink(os.path.realpath(os.path.join(DAEMON_DIR, name)), os.path.join(d, name))
+    wrapper = os.path.join(d, "smtpd")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\n%s\nexec '%s' \"$@\"\n" % (shell_lines, os.path.realpath(os.path.join(DAEMON_DIR, "smtpd"))))
+    os.chmod(wrapper, 0o755)
+    bw.set_params(daemon_directory=d)
+    return d
 
 
 # ---------------------------------------------------------------- fixtures

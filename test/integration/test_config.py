@@ -140,6 +140,7 @@ def test_bad_main_cf_refused(bw_factory, param, line):
     r = bw.mailctl("start")
     assert r.returncode != 0, r
     assert want.fullmatch(r.stderr), "start stderr %r does not match %s" % (r.stderr, want.pattern)
+    bw.write_config(text.replace(line + "\n", ""))
     rc, st = bw.status()
     assert rc == 1 and st == {"running": False}
     assert _refused(bw.port)

@@ -176,3 +176,14 @@ def test_stop_timeout_bounds_the_wait(bw_factory):
             assert not pid_alive(p), "pid %d alive after stop" % p
         assert c.wait_closed(2), "stalled session still open after stop"
     assert bw.queue_files() == before, "the unfinished message was queued"
+
+
+def test_unknown_command_is_one_line_error(bw_factory):
+    bw = bw_factory(start=False)
+    for args in (["frobnicate"], ["status", "--bogus-option"], []):
+        r = bw.mailctl(*args)
+        assert r.returncode != 0, (args, r)
+        assert r.stderr.startswith("mailctl: ") or r.stderr.lower().startswith("usage"), (args, r.stderr)
+        assert r.stderr.count("\n") >= 1
+        if args:
+            assert r.stderr.count("\n") == 1, "more than one line on stderr for %r: %r" % (args, r.stderr)

@@ -5,11 +5,11 @@ back-off (capped by master_throttle_max) and comes back once it is healthy."""
 
 import os
 import re
-import socket
+import signal
 import time
 
-from conftest import (DAEMON_DIR, HOSTNAME, SMTPClient, breakwater_uid, pid_alive, pid_uids, queued_id,
-                      wait_until)
+from conftest import (HOSTNAME, SMTPClient, breakwater_uid, pid_alive, pid_uids, queued_id, wait_until,
+                      wrap_smtpd)
 
 
 def test_daemons_run_as_mail_owner(bw_factory):
@@ -62,7 +62,7 @@ def test_killed_smtpd_is_restarted_and_socket_stays_open(bw_factory):
         for c in early:
             c.close()
 
-    bw.wait_for_log(r"breakwater/master\[%d\]: daemon smtpd\[0\] pid %d killed by signal 9" % (master, old), 2, mark)
+    bw.wait_for_log(r"breakwater/master\[%d\]: (?:warning: )?daemon smtpd\[0\] pid %d killed by signal 9" % (master, old), 2, mark)
     assert not pid_alive(old)
     st = bw.status_json()
     assert st["pid"] == master
@@ -74,29 +74,12 @@ def test_killed_smtpd_is_restarted_and_socket_stays_open(bw_factory):
     assert bw.read_queued(bw.send_message())
 
 
-def _crashing_daemon_dir(bw):
-    """A daemon_directory where smtpd is a wrapper: it runs the real smtpd
-    unless the file CRASH exists, then it exits 7 at once."""
-    d = os.path.join(bw.root, "libexec")
-    os.mkdir(d)
-    os.chmod(d, 0o755)
-    for name in os.listdir(DAEMON_DIR):
-        if name != "smtpd":
-            os.symlink(os.path.realpath(os.path.join(DAEMON_DIR, name)), os.path.join(d, name))
-    flag = os.path.join(bw.root, "CRASH")
-    wrapper = os.path.join(d, "smtpd")
-    with open(wrapper, "w") as f:
-        f.write("#!/bin/sh\n[ -e '%s' ] && exit 7\nexec '%s' \"$@\"\n"
-                % (flag, os.path.realpath(os.path.join(DAEMON_DIR, "smtpd"))))
-    os.chmod(wrapper, 0o755)
-    return d, flag
-
-
 def test_crash_looping_daemon_gets_growing_backoff(bw_factory):
     bw = bw_factory({"master_throttle_max": "4s"}, start=False)
     bw.allow_daemon_exits = True
-    ddir, flag = _crashing_daemon_dir(bw)
-    bw.set_params(daemon_directory=ddir)
+    # smtpd becomes a wrapper that exits 7 at once while the file CRASH exists
+    flag = os.path.join(bw.root, "CRASH")
+    wrap_smtpd(bw, "[ -e '%s' ] && exit 7" % flag)
     bw.start()
     old = bw.smtpd_pids()[0]
     with bw.session() as c:
@@ -138,3 +121,50 @@ def test_crash_looping_daemon_gets_growing_backoff(bw_factory):
     assert time.monotonic() - t1 < 4 + 2.5
     assert bw.smtpd_pids(), bw.status_json()
     assert bw.read_queued(bw.send_message())
+
+
+def test_kill_one_of_two_smtpd(bw_factory):
+    bw = bw_factory({"smtpd_processes": "2"})
+    bw.allow_daemon_exits = True
+    before = {d["slot"]: d["pid"] for d in bw.daemons("smtpd")}
+    mark = bw.log_mark()
+    bw.kill(before[1])
+    new = bw.wait_smtpd_replaced(before[1], 3, slot=1)
+    bw.wait_for_log(r"daemon smtpd\[1\] pid %d killed by signal 9" % before[1], 2, mark)
+    after = {d["slot"]: (d["pid"], d["restarts"]) for d in bw.daemons("smtpd")}
+    assert after == {0: (before[0], 0), 1: (new, 1)}, after
+    assert not bw.log_matches(r"daemon smtpd\[0\] pid %d" % before[0], mark), "slot 0 was touched"
+
+
+def test_sigterm_to_master_is_a_graceful_stop(bw_factory):
+    bw = bw_factory()
+    st = bw.status_json()
+    pids = [st["pid"]] + [d["pid"] for d in st["daemons"]]
+    with bw.session() as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@client.test.example>").code == 250
+        assert c.cmd("RCPT TO:<b@dest.test.example>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: sigterm\r\n\r\n")
+        bw.kill(st["pid"], signal.SIGTERM)
+        time.sleep(0.5)
+        c.send(b"finished after SIGTERM\r\n.\r\n")
+        qid = queued_id(c.reply())
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 10, 0.1, "all processes to exit after SIGTERM")
+    bw.started = False
+    rc, obj = bw.status()
+    assert rc == 1 and obj == {"running": False}
+    assert bw.read_queued(qid).split_received()[1] == b"Subject: sigterm\r\n\r\nfinished after SIGTERM\r\n"
+
+
+def test_sighup_to_master_is_a_reload(bw_factory):
+    bw = bw_factory({"message_size_limit": "10240"})
+    master = bw.master_pid()
+    bw.set_params(message_size_limit="40960")
+    bw.kill(master, signal.SIGHUP)
+
+    def size():
+        with bw.session() as c:
+            return "SIZE 40960" in c.ehlo().texts
+    wait_until(size, 5, 0.2, "EHLO SIZE 40960 after SIGHUP")
+    assert bw.master_pid() == master

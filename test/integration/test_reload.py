@@ -66,6 +66,7 @@ def test_reload_bad_config_is_refused(bw_factory):
         assert r.stderr.count("\n") == 1, "more than one line on stderr: %r" % r.stderr
         assert c.cmd("NOOP").code == 250, "connection dropped by a refused reload"
 
+    bw.write_config(good)   # mailctl itself needs a valid main.cf to find the instance
     st2 = bw.status_json()
     assert st2["pid"] == st["pid"]
     time.sleep(0.5)

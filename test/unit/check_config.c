@@ -11,6 +11,7 @@
 #include "unit.h"
 
 #include <stdint.h>
+#include <wchar.h>
 
 /* ---- helpers ---- */
 
@@ -361,11 +362,32 @@ START_TEST(test_override_errors)
     ck_assert_ptr_null(load_bytes(&ld, NULL, 0, no_name, 1));
     ck_assert_str_eq(ld.err, "-o =5: expected name=value");
 
+    const char *const bad_ref[] = {"smtpd_banner=$nosuch"};
+    ck_assert_ptr_null(load_bytes(&ld, NULL, 0, bad_ref, 1));
+    ck_assert_str_eq(ld.err, "command line (-o): smtpd_banner: unknown parameter $nosuch in value");
+
     const char *const unknown[] = {"nosuchparam=1"};
     struct config *cfg = must_load(&ld, NULL, unknown, 1);
     ck_assert_str_eq(config_warning(cfg, 0), "command line (-o): unknown parameter nosuchparam");
     ck_assert_ptr_null(config_warning(cfg, 1));
     config_free(cfg);
+}
+END_TEST
+
+/* test_override_too_long - an override too long to keep is refused, not cut short */
+START_TEST(test_override_too_long)
+{
+    struct load ld;
+    char *longov = repeat("smtpd_banner=", 'v', CONFIG_LINE_MAX + 10, "");
+    const char *const too_long[] = {longov};
+    struct config *cut = load_bytes(&ld, NULL, 0, too_long, 1);
+    size_t got_len = cut ? strlen(cfg_str(cut, P_smtpd_banner)) : 0;
+    config_free(cut);
+    free(longov);
+    ck_assert_msg(cut == NULL, "got success with smtpd_banner cut to %zu of %d bytes, want an error", got_len,
+                  CONFIG_LINE_MAX + 10);
+    ck_assert_msg(strncmp(ld.err, "command line (-o): smtpd_banner: ", 33) == 0 || strncmp(ld.err, "-o ", 3) == 0,
+                  "got \"%s\", want an error naming the -o setting", ld.err);
 }
 END_TEST
 
@@ -584,8 +606,10 @@ START_TEST(test_error_nul_byte)
     struct load ld;
     struct config *cfg = load_bytes(&ld, text, sizeof text - 1, NULL, 0);
     if (cfg != NULL) {
-        ck_abort_msg("got success (myhostname=\"%s\"), want \"%s:1: NUL byte in line\"", cfg_str(cfg, P_myhostname),
-                     ld.path);
+        char got[256];
+        snprintf(got, sizeof got, "%s", cfg_str(cfg, P_myhostname));
+        config_free(cfg);
+        ck_abort_msg("got success (myhostname=\"%s\"), want \"%s:1: NUL byte in line\"", got, ld.path);
     }
     check_shape(ld.err, ld.path, 1, NULL, "NUL");
 }
@@ -743,6 +767,12 @@ START_TEST(test_str_fmt_append)
     ck_assert_str_eq(d, "abc12xy");
     len = sizeof d; /* already past the end */
     ck_assert(!str_append(d, sizeof d, &len, "%s", "z"));
+
+    /* an encoding error is reported, and dst stays a string */
+    static const wchar_t bad_wide[] = {0xdc80, 0};
+    memset(d, '#', sizeof d);
+    ck_assert(!str_fmt(d, sizeof d, "ab%ls", bad_wide));
+    ck_assert_ptr_nonnull(memchr(d, '\0', sizeof d));
 }
 END_TEST
 
@@ -958,6 +988,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_expand_typed);
     tcase_add_test(tc, test_overrides);
     tcase_add_test(tc, test_override_errors);
+    tcase_add_test(tc, test_override_too_long);
     tcase_add_test(tc, test_unknown_is_warning);
     tcase_add_test(tc, test_long_value_ok);
     suite_add_tcase(s, tc);
