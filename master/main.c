@@ -337,6 +337,8 @@ int main(int argc, char **argv)
     if ((m.children = children_new(m.base, &env)) == NULL)
         startup_fail(ready_fd, "out of memory");
     m.started = time(NULL);
+    /* Before any daemon inherits them: a caller's pipe must not stay open. */
+    detach_stdio(foreground);
     log_info("breakwater %s starting, pid %ld, config %s", BW_VERSION, (long)getpid(), config_path(m.cfg));
     if (!children_ensure(m.children, "smtpd", (int)cfg_int(m.cfg, P_smtpd_processes), true))
         startup_fail(ready_fd, "out of memory");
@@ -350,7 +352,6 @@ int main(int argc, char **argv)
     buf_free(&ok);
     if (ready_fd >= 0)
         close(ready_fd);
-    detach_stdio(foreground);
 
     event_base_dispatch(m.base);
 
