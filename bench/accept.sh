@@ -20,6 +20,7 @@
 #   BENCH_POSTFIX_MODE=hold|defer   how Postfix keeps mail queued (default hold)
 #   BENCH_TIMEOUT=S      limit for one smtp-source run (default 900 s)
 #   BENCH_KEEP=1         keep the work dir of a failed run for inspection
+#   BENCH_SINK=0         skip the client-ceiling run against smtp-sink
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,7 +39,9 @@ TIMEOUT=${BENCH_TIMEOUT:-900}
 read -r -a BW_PARAMS <<< "${BENCH_BW_PARAMS:-}"
 
 WORKDIRS=()
+SINK_PID=
 cleanup() {
+    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null
     for w in "${WORKDIRS[@]}"; do
         [ -d "$w" ] && $LIB cleanup "$w"
     done
@@ -106,6 +109,29 @@ run_one() {
     return 0
 }
 
+# sink_rate SIZE: smtp-source against Postfix's smtp-sink (no disk, no
+# parsing to speak of): the most this client setup can push on this machine
+sink_rate() {
+    local size=$1 port pid t0 t1 rc
+    port=$($LIB port) || return 1
+    /usr/sbin/smtp-sink -u nobody "127.0.0.1:$port" 1024 &
+    pid=$! SINK_PID=$!
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    t0=$(date +%s.%N)
+    timeout -k 10 "$TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$COUNT" -l "$size" \
+        -f from@example.com -t to@example.net "127.0.0.1:$port" 2>/dev/null
+    rc=$?
+    t1=$(date +%s.%N)
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    SINK_PID=
+    [ "$rc" -eq 0 ] || { echo FAILED; return 0; }
+    awk -v n="$COUNT" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
+}
+
 median() {  # median of numeric args; FAILED if any failed
     local v
     for v in "$@"; do [[ $v =~ ^[0-9.]+$ ]] || { echo FAILED; return; }; done
@@ -140,6 +166,11 @@ for size in $SIZES; do
     ratio=$(awk -v a="$bw" -v b="$pf" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }')
     SUMMARY+=("accept $lbl: breakwater $bw msg/s, postfix $pf msg/s, ratio $ratio")
     SUMMARY+=("  queued $lbl: breakwater $bw_q, postfix $pf_q")
+    if [ "${BENCH_SINK:-1}" = 1 ]; then
+        sink=$(sink_rate "$size")
+        echo "accept.sh: $lbl smtp-sink (client ceiling): $sink msg/s" >&2
+        SUMMARY+=("  client ceiling $lbl (smtp-source -> smtp-sink, no queue): $sink msg/s")
+    fi
 done
 
 echo

@@ -11,6 +11,7 @@ Used as a module by connections.py and as a command line by accept.sh:
 
     benchlib.py build                      build, print the build dir
     benchlib.py workdir                    make a fresh work dir, print it
+    benchlib.py port                       print a free loopback port
     benchlib.py bw-start WORKDIR [k=v...]  start Breakwater, print its port
     benchlib.py pf-start WORKDIR [k=v...]  start Postfix, print its port
     benchlib.py {bw,pf}-stop WORKDIR       stop it (graceful, then SIGKILL)
@@ -383,9 +384,14 @@ class Breakwater:
                     method = v.strip()
         except RuntimeError:
             pass
-        return ("spool_sync_method=%s (250 only after the queue file and its "
-                "directory entry are flushed; group commit across sessions)"
-                % (method or "default"))
+        how = {
+            "syncfs": "per group-commit batch: syncfs() of the spool file system, "
+                      "rename into queue/XX/, syncfs() again",
+            "fsync": "fdatasync() of each queue file, rename into queue/XX/, "
+                     "fsync() of each touched queue/XX/ directory",
+        }.get(method or "", "see lib/spool.c")
+        return ("spool_sync_method=%s: 250 only after the file and its directory "
+                "entry are on stable storage (%s)" % (method or "default", how))
 
     def log_tail(self, n=20):
         try:
@@ -669,6 +675,9 @@ def main(argv):
     cmd, args = argv[0], argv[1:]
     if cmd == "build":
         print(build()["build"])
+        return 0
+    if cmd == "port":
+        print(free_port())
         return 0
     if cmd == "workdir":
         print(new_workdir())

@@ -325,6 +325,37 @@ def worker_main(pipe, host, port, first, count, greet_timeout, ehlo_timeout, win
         os._exit(0)
 
 
+def tcp_counters():
+    """Kernel counters that explain lost handshakes (ListenOverflows: the
+    accept queue was full; SyncookiesSent: the SYN queue was full, and an
+    ACK then dropped for a full accept queue leaves the client "connected"
+    to a server that never knew of it - fatal for a server-speaks-first
+    protocol)."""
+    out = {}
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for a, b in zip(lines[::2], lines[1::2]):
+            if a.startswith("TcpExt:"):
+                out = dict(zip(a.split()[1:], (int(x) for x in b.split()[1:])))
+    except (OSError, ValueError):
+        pass
+    return {k: out.get(k, 0) for k in ("ListenOverflows", "SyncookiesSent")}
+
+
+def listen_backlog(port):
+    """The listen backlog of 127.0.0.1:port as the kernel has it (ss Send-Q)."""
+    try:
+        p = benchlib.run(["ss", "-ltnH", "sport = :%d" % port], timeout=10, check=False)
+        for line in p.stdout.splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[0] == "LISTEN" and f[3].endswith(":%d" % port):
+                return int(f[2])
+    except (RuntimeError, ValueError):
+        pass
+    return None
+
+
 def per_process_fd_limit():
     """Highest RLIMIT_NOFILE this process (and its children) can have."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -348,6 +379,7 @@ def run_round(host, port, n, greet_timeout=5.0, ehlo_timeout=5.0, hold=3.0,
     seconds); close them.  Returns merged results."""
     import multiprocessing as mp
     ctx = mp.get_context("fork")
+    kern0 = tcp_counters()
     cap = max_per_worker or min(15000, per_process_fd_limit() - 512)
     k = max(1, -(-n // cap))
     base, extra = divmod(n, k)
@@ -398,6 +430,7 @@ def run_round(host, port, n, greet_timeout=5.0, ehlo_timeout=5.0, hold=3.0,
             p.join(5)
         pe.close()
 
+    kern1 = tcp_counters()
     lat = sorted(x for st in stats for x in st["latencies"])
     fail = {}
     for st in stats:
@@ -426,6 +459,8 @@ def run_round(host, port, n, greet_timeout=5.0, ehlo_timeout=5.0, hold=3.0,
         "t_all_greeted": (max(lasts) - t0) if (lasts and greeted == n) else None,
         "lat_p50": pct(0.50), "lat_p99": pct(0.99), "lat_max": lat[-1] if lat else None,
         "m1": m1, "m2": m2,
+        "kernel": {k: kern1[k] - kern0[k] for k in kern0},
+        "backlog": listen_backlog(port),
     }
 
 
@@ -441,12 +476,15 @@ def detail(name, r):
     print("  %s %d: greeted within 5 s %d, greeted late %d, not greeted %d, EHLO answered %d, "
           "still open after the hold %d (closed by the server %d); %d client processes; "
           "open phase %.2f s, all greeted after %s; greeting latency p50 %s p99 %s max %s; "
-          "rss %.1f MB (pss %.1f MB, %d processes); failures: %s; QUIT unanswered %d/%d"
+          "rss %.1f MB (pss %.1f MB, %d processes); failures: %s; QUIT unanswered %d/%d; "
+          "listen backlog %s, kernel ListenOverflows +%d, SyncookiesSent +%d"
           % (name, r["n"], r["greeted"], r["greeted_late"], r["timed_out"], r["ehlo"],
              r["held"], r["dropped_in_hold"], r["workers"], r["t_open"],
              fmt_s(r["t_all_greeted"]), fmt_s(r["lat_p50"]), fmt_s(r["lat_p99"]),
              fmt_s(r["lat_max"]), rss / 1024.0, pss / 1024.0, procs, fails,
-             r["quit_unanswered"], r["quit_sent"]), file=sys.stderr, flush=True)
+             r["quit_unanswered"], r["quit_sent"], r["backlog"],
+             r["kernel"]["ListenOverflows"], r["kernel"]["SyncookiesSent"]),
+          file=sys.stderr, flush=True)
     r["rss"], r["pss"] = rss, pss
     return rss
 
@@ -559,9 +597,11 @@ def main():
         r = results.get(("breakwater", n))
         if r:
             print("  breakwater %d: all greeted after %s, greeting latency p50 %s p99 %s max %s, "
-                  "held %d through the hold, failures: %s"
+                  "held %d through the hold, listen backlog %s, ListenOverflows +%d, "
+                  "SyncookiesSent +%d, failures: %s"
                   % (n, fmt_s(r["t_all_greeted"]), fmt_s(r["lat_p50"]), fmt_s(r["lat_p99"]),
-                     fmt_s(r["lat_max"]), r["held"],
+                     fmt_s(r["lat_max"]), r["held"], r["backlog"],
+                     r["kernel"]["ListenOverflows"], r["kernel"]["SyncookiesSent"],
                      ", ".join("%s=%d" % kv for kv in sorted(r["fail"].items())) or "none"))
     if "bw_restarts" in results:
         print("  breakwater daemon restarts during the run: %d" % results["bw_restarts"])

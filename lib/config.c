@@ -45,6 +45,7 @@ struct config {
     int64_t value[P_COUNT];
     char *warnings[WARNINGS_MAX];
     size_t n_warnings;
+    bool lenient;         /* CONFIG_LENIENT: errors become warnings */
 };
 
 /* param_type_name - type names for docs */
@@ -163,8 +164,22 @@ static bool set_value(struct config *cfg, const char *name, size_t nlen, const c
     return true;
 }
 
-/* parse_line - one logical line "name = value" */
+static bool parse_line_strict(struct config *cfg, char *text, int line, char *err);
+
+/* parse_line - one logical line; in lenient mode a bad line is skipped */
 static bool parse_line(struct config *cfg, char *text, int line, char *err)
+{
+    if (parse_line_strict(cfg, text, line, err))
+        return true;
+    if (!cfg->lenient)
+        return false;
+    add_warning(cfg, err);
+    err[0] = '\0';
+    return true;
+}
+
+/* parse_line_strict - "name = value" */
+static bool parse_line_strict(struct config *cfg, char *text, int line, char *err)
 {
     char *p = text;
     char *name = p;
@@ -544,7 +559,31 @@ static bool check_value(const struct param_info *pi, const char *v, int64_t *out
 struct config *config_load(const char *dir, const char *const *overrides, size_t n_overrides,
                            char err[CONFIG_ERR_MAX])
 {
+    return config_load_flags(dir, overrides, n_overrides, 0, err);
+}
+
+/* forget_setting - lenient mode: drop a bad setting so the default applies */
+static void forget_setting(struct config *cfg, int id, const char *why)
+{
+    add_warning(cfg, why);
+    int k = cfg->known[id];
+    if (k >= 0) {
+        free(cfg->set[k].expanded);
+        cfg->set[k].expanded = NULL;
+        free(cfg->set[k].raw);
+        cfg->set[k].raw = str_dup(cfg->defaults[id]);
+        cfg->set[k].line = -1;
+        cfg->known[id] = -1;
+    }
+}
+
+/* config_load_flags - config_load with CONFIG_LENIENT */
+struct config *config_load_flags(const char *dir, const char *const *overrides, size_t n_overrides, unsigned flags,
+                                 char err[CONFIG_ERR_MAX])
+{
     struct config *cfg = calloc(1, sizeof *cfg);
+    if (cfg)
+        cfg->lenient = (flags & CONFIG_LENIENT) != 0;
     char path[4096];
     err[0] = '\0';
     if (cfg == NULL || !str_fmt(path, sizeof path, "%s/main.cf", dir)) {
@@ -596,20 +635,29 @@ struct config *config_load(const char *dir, const char *const *overrides, size_t
         const struct param_info *pi = &param_table[id];
         int line = cfg->known[id] >= 0 ? cfg->set[cfg->known[id]].line : -1;
         const char *v = resolve(cfg, pi->name, strlen(pi->name), pi->name, line, 0, err);
+        if (v == NULL && cfg->lenient && line != -1) {
+            forget_setting(cfg, id, err);
+            v = resolve(cfg, pi->name, strlen(pi->name), pi->name, -1, 0, err);
+        }
         if (v == NULL)
             goto fail;
         char why[CONFIG_ERR_MAX / 2], loc[CONFIG_ERR_MAX / 2];
         if (!check_value(pi, v, &cfg->value[id], why, sizeof why)) {
             where(cfg, line, loc, sizeof loc);
             str_fmt(err, CONFIG_ERR_MAX, "%s: %s: %s", loc, pi->name, why);
-            goto fail;
+            if (!cfg->lenient || line == -1)
+                goto fail;
+            forget_setting(cfg, id, err);
+            id--; /* check the default instead */
+            continue;
         }
     }
     /* Expand the unknown names too, so that their errors surface now. */
     for (size_t i = 0; i < cfg->n_set; i++)
         if (resolve(cfg, cfg->set[i].name, strlen(cfg->set[i].name), cfg->set[i].name, cfg->set[i].line, 0,
-                    err) == NULL)
+                    err) == NULL && !cfg->lenient)
             goto fail;
+    err[0] = '\0';
     return cfg;
 nomem:
     str_copy(err, CONFIG_ERR_MAX, "out of memory");

@@ -59,6 +59,14 @@ struct config;
 struct config *config_load(const char *dir, const char *const *overrides, size_t n_overrides,
                            char err[CONFIG_ERR_MAX]);
 
+#define CONFIG_LENIENT 1u /* errors in values become warnings, defaults apply */
+
+/* config_load_flags - config_load with flags: CONFIG_LENIENT is for commands
+ * that must work on a broken file (mailctl stop/status): bad lines are
+ * skipped and bad values replaced by their defaults, each with a warning. */
+struct config *config_load_flags(const char *dir, const char *const *overrides, size_t n_overrides, unsigned flags,
+                                 char err[CONFIG_ERR_MAX]);
+
 /* config_free - release everything; NULL is fine. */
 void config_free(struct config *cfg);
 

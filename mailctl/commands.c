@@ -41,6 +41,13 @@ static struct config *load(struct mailctl *mc, bool warn)
 {
     char err[CONFIG_ERR_MAX];
     struct config *cfg = config_load(mc->config_dir, NULL, 0, err);
+    if (cfg == NULL && !warn) {
+        /* stop and status must work on a broken main.cf (say, after a refused
+         * reload): find queue_directory with the bad values left out. */
+        cfg = config_load_flags(mc->config_dir, NULL, 0, CONFIG_LENIENT, err);
+        if (cfg)
+            fprintf(stderr, "mailctl: warning: %s has errors; using defaults for them\n", config_path(cfg));
+    }
     if (cfg == NULL) {
         fail("%s", err);
         return NULL;

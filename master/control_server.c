@@ -9,6 +9,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -176,10 +177,28 @@ struct control_server *control_server_new(struct event_base *base, const char *p
     return s;
 }
 
+/* flush_client - at exit: push out a reply still buffered (bounded wait) */
+static void flush_client(struct control_client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    for (int tries = 0; tries < 20 && evbuffer_get_length(out) > 0; tries++) {
+        if (evbuffer_write(out, fd) < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        if (evbuffer_get_length(out) > 0) {
+            struct pollfd pfd = {fd, POLLOUT, 0};
+            poll(&pfd, 1, 50);
+        }
+    }
+}
+
 void control_server_free(struct control_server *s)
 {
     if (s == NULL)
         return;
+    for (struct control_client *c = s->clients; c; c = c->next)
+        if (c->replied && !c->gone)
+            flush_client(c);
     while (s->clients)
         client_free(s->clients);
     evconnlistener_free(s->listener);

@@ -5,10 +5,25 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+/* listen_backlog - the kernel's somaxconn: glibc's SOMAXCONN (128) is older
+ * and smaller than what Linux allows (4096 since 5.4) */
+static int listen_backlog(void)
+{
+    int backlog = SOMAXCONN;
+    FILE *fp = fopen("/proc/sys/net/core/somaxconn", "r");
+    if (fp) {
+        if (fscanf(fp, "%d", &backlog) != 1 || backlog < SOMAXCONN)
+            backlog = SOMAXCONN;
+        fclose(fp);
+    }
+    return backlog;
+}
 
 /* listeners_open - bind every listener of the list */
 int listeners_open(const char *list, struct listeners *l, char *err, size_t errlen)
@@ -37,7 +52,7 @@ int listeners_open(const char *list, struct listeners *l, char *err, size_t errl
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (ep.ss.ss_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, (struct sockaddr *)&ep.ss, ep.len) != 0 || listen(fd, SOMAXCONN) != 0) {
+        if (bind(fd, (struct sockaddr *)&ep.ss, ep.len) != 0 || listen(fd, listen_backlog()) != 0) {
             str_fmt(err, errlen, "cannot listen on %s: %s", tok, strerror(errno));
             close(fd);
             goto fail;

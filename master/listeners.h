@@ -14,7 +14,7 @@ struct listeners {
     int n;
 };
 
-/* listeners_open - bind and listen (backlog SOMAXCONN, SO_REUSEADDR,
+/* listeners_open - bind and listen (backlog: the kernel somaxconn, SO_REUSEADDR,
  * IPV6_V6ONLY, non-blocking) on every addr:port of list. On failure nothing
  * stays open, -1 and err says which address and why. */
 int listeners_open(const char *list, struct listeners *l, char *err, size_t errlen);

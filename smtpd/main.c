@@ -111,8 +111,8 @@ static bool smtpd_post_init(struct server *srv)
     for (int i = 0; i < srv->n_listen; i++) {
         evutil_make_socket_nonblocking(srv->listen_fds[i]);
         struct evconnlistener *l =
-            evconnlistener_new(srv->base, on_accept, sd, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1,
-                               srv->listen_fds[i]);
+            evconnlistener_new(srv->base, on_accept, sd, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
+                               srv->listen_fds[i]); /* 0: keep the master's backlog, no second listen() */
         if (l == NULL)
             log_fatal("cannot listen on inherited socket %d", srv->listen_fds[i]);
         evconnlistener_set_error_cb(l, on_accept_error);

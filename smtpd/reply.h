@@ -20,6 +20,8 @@
 #define RPL_SHUTDOWN          "421 4.3.2 %s Service shutting down, closing transmission channel"
 #define RPL_TOO_BUSY          "421 4.7.0 %s Error: too many connections"
 #define RPL_SPOOL_ERROR       "451 4.3.0 Error: queue file write error"
+#define RPL_NO_MEMORY       "451 4.3.0 Error: out of memory"
+#define RPL_NO_MEMORY_RCPT  "452 4.3.0 Error: out of memory"
 #define RPL_TOO_MANY_RCPTS    "452 4.5.3 Error: too many recipients"
 
 #define RPL_LINE_TOO_LONG     "500 5.5.2 Error: command line too long"
@@ -32,6 +34,7 @@
 #define RPL_NEED_MAIL         "503 5.5.1 Error: need MAIL command"
 #define RPL_NEED_RCPT         "503 5.5.1 Error: need RCPT command"
 #define RPL_BAD_PARAM         "555 5.5.4 Unsupported option: %s"
+#define RPL_BAD_PARAM_VALUE "501 5.5.4 Bad parameter value: %s"
 #define RPL_SIZE_DECLARED     "552 5.3.4 Message size exceeds fixed limit"
 #define RPL_SIZE_EXCEEDED     "552 5.3.4 Error: message file too big"
 #define RPL_RELAY_DENIED      "554 5.7.1 <%s>: Relay access denied"

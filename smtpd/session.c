@@ -240,7 +240,7 @@ static void cmd_ehlo(struct session *s, struct smtp_command *c, bool esmtp)
     }
     char *h = str_dup(c->arg);
     if (h == NULL) {
-        reply(s, "451 4.3.0 Error: out of memory");
+        reply(s, RPL_NO_MEMORY);
         return;
     }
     transaction_reset(s);
@@ -286,7 +286,7 @@ static void cmd_mail(struct session *s, struct smtp_command *c)
     if (ps == PARAMS_UNSUPPORTED)
         return reply(s, RPL_BAD_PARAM, bad);
     if (ps == PARAMS_BAD_VALUE)
-        return reply(s, "501 5.5.4 Bad parameter value: %s", bad);
+        return reply(s, RPL_BAD_PARAM_VALUE, bad);
     if (has_8bit(addr) && !mp.smtputf8)
         return reply(s, RPL_UTF8_NEEDED);
     if (mp.size >= 0 && (uint64_t)mp.size > s->sd->set.size_limit) {
@@ -295,7 +295,7 @@ static void cmd_mail(struct session *s, struct smtp_command *c)
         return reply(s, RPL_SIZE_DECLARED);
     }
     if ((s->sender = str_dup(addr)) == NULL)
-        return reply(s, "451 4.3.0 Error: out of memory");
+        return reply(s, RPL_NO_MEMORY);
     s->mp = mp;
     s->in_mail = true;
     struct timeval tv;
@@ -345,12 +345,12 @@ static void cmd_rcpt(struct session *s, struct smtp_command *c)
         size_t cap = s->cap_rcpts ? s->cap_rcpts * 2 : 4;
         char **p = realloc(s->rcpts, cap * sizeof *p);
         if (p == NULL)
-            return reply(s, "452 4.3.0 Error: out of memory");
+            return reply(s, RPL_NO_MEMORY_RCPT);
         s->rcpts = p;
         s->cap_rcpts = cap;
     }
     if ((s->rcpts[s->n_rcpts] = str_dup(addr)) == NULL)
-        return reply(s, "452 4.3.0 Error: out of memory");
+        return reply(s, RPL_NO_MEMORY_RCPT);
     s->n_rcpts++;
     reply(s, RPL_RCPT_OK);
 }

@@ -10,6 +10,8 @@ loopback ports, each instance in its own temporary directory under /tmp:
   SMTPClient      a raw-socket SMTP client: exact bytes out, replies in
                   (multi-line aware), every read with a deadline.
   parse_queue_file  the spool file format of notes/CONTRACT.md.
+  wrap_smtpd      a private daemon_directory whose smtpd is a shell wrapper
+                  (crash loops, descriptor limits).
 
 Fixtures: `bw_factory` (function-scoped instances), `module_bw` (one started
 instance per test module, configured by the module's BW_PARAMS dict), and an

@@ -3,8 +3,6 @@ smtpd_recipient_limit, smtpd_command_length_limit, smtpd_hard_error_limit."""
 
 import time
 
-import pytest
-
 from conftest import HOSTNAME, dot_stuff, queued_id, simple_message
 
 BW_PARAMS = {

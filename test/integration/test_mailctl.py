@@ -6,7 +6,7 @@ import re
 import socket
 import time
 
-from conftest import HOSTNAME, SMTPClient, pid_alive, queued_id, simple_message, dot_stuff
+from conftest import HOSTNAME, pid_alive, queued_id, simple_message, dot_stuff
 
 
 def _refused(port):
