@@ -193,6 +193,12 @@ int server_main(int argc, char **argv, const char *program, const struct server_
     if (!run.ev_term || !run.ev_int || !run.ev_hup || event_add(run.ev_term, NULL) || event_add(run.ev_int, NULL) ||
         event_add(run.ev_hup, NULL))
         log_fatal("cannot install signal handlers");
+    sigset_t held;
+    sigemptyset(&held);
+    sigaddset(&held, SIGHUP);
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &held, NULL); /* the master starts us with these blocked */
     if (!standalone) {
         evutil_make_socket_nonblocking(SERVER_MASTER_FD);
         run.ev_master = event_new(run.srv.base, SERVER_MASTER_FD, EV_READ | EV_PERSIST, on_master, &run);

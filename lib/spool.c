@@ -239,6 +239,46 @@ static bool finish(struct spool_file *sf)
            pwrite(sf->fd, head, SPOOL_HEADER_LEN, 0) == SPOOL_HEADER_LEN;
 }
 
+/* spool_write_sync - create, write and commit one message synchronously */
+int spool_write_sync(const char *qdir, int slot, const struct spool_envelope *env, const void *content, size_t len,
+                     char id[SPOOL_ID_LEN + 1])
+{
+    spool_id_new(slot, id);
+    struct spool_file *sf = spool_file_create(qdir, id, env);
+    if (sf == NULL)
+        return -1;
+    char dir[SPOOL_PATH_MAX];
+    str_fmt(dir, sizeof dir, "%s/queue/%c%c", qdir, id[11], id[12]);
+    int dfd = -1;
+    if (spool_file_write(sf, content, len) != 0 || !finish(sf) || fdatasync(sf->fd) != 0 ||
+        rename(sf->incoming, sf->final) != 0) {
+        int e = errno;
+        spool_file_abort(sf);
+        return errno = e, -1;
+    }
+    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || fsync(dfd) != 0) {
+        int e = errno;
+        if (dfd >= 0)
+            close(dfd);
+        unlink(sf->final);
+        close(sf->fd);
+        free(sf);
+        return errno = e, -1;
+    }
+    close(dfd);
+    close(sf->fd);
+    free(sf);
+    return 0;
+}
+
+/* spool_set_rcpt_state - one state byte in place */
+int spool_set_rcpt_state(int fd, off_t state_offset, char state)
+{
+    if (strchr("-DBX", state) == NULL || state == '\0')
+        return errno = EINVAL, -1;
+    return pwrite(fd, &state, 1, state_offset) == 1 ? 0 : -1;
+}
+
 /* ---- group committer ---- */
 
 struct commit_req {

@@ -125,6 +125,17 @@ void spool_committer_stats(const struct spool_committer *sc, uint64_t *batches, 
  * (their callbacks are not called), stop it and free. NULL is fine. */
 void spool_committer_free(struct spool_committer *sc);
 
+/* spool_write_sync - write a whole message (envelope + content) and commit
+ * it at once: data synced, renamed into queue/, directory synced. For
+ * messages made by the queue manager itself (bounces); a new id for slot is
+ * put into id. Returns 0, or -1 with errno (nothing left behind). */
+int spool_write_sync(const char *qdir, int slot, const struct spool_envelope *env, const void *content, size_t len,
+                     char id[SPOOL_ID_LEN + 1]);
+
+/* spool_set_rcpt_state - overwrite the state byte of one R record in place
+ * (fd opened O_RDWR); the caller makes it durable with fdatasync. */
+int spool_set_rcpt_state(int fd, off_t state_offset, char state);
+
 /* A committed message as read back from queue/XX/ID. */
 struct spool_rcpt {
     char state;                 /* '-', 'D', 'B', 'X' */

@@ -283,7 +283,7 @@ static int config_man(void)
 /* daemons_present - config check: the programs the master will run */
 static bool daemons_present(const struct config *cfg)
 {
-    static const char *const progs[] = {"master", "smtpd"};
+    static const char *const progs[] = {"master", "smtpd", "qmgr"};
     bool ok = true;
     for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++) {
         char path[PATHS_MAX];

@@ -98,9 +98,15 @@ static _Noreturn void exec_child(struct children *cs, struct child *c)
         if (high[i] < 0 || dup2(high[i], SERVER_MASTER_FD + i) < 0)
             _exit(127);
     close_range((unsigned)(SERVER_MASTER_FD + n + 1), ~0u, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* SIGHUP/SIGTERM stay blocked across exec until the daemon has its
+     * handlers (server_main unblocks them): an early reload or stop is then
+     * delivered late instead of killing the daemon with the default action. */
+    sigset_t held;
+    sigemptyset(&held);
+    sigaddset(&held, SIGHUP);
+    sigaddset(&held, SIGTERM);
+    sigaddset(&held, SIGINT);
+    sigprocmask(SIG_SETMASK, &held, NULL);
     for (int s = 1; s < NSIG; s++)
         signal(s, SIG_DFL);
     char path[4096], slot[16], nl[16];

@@ -2,7 +2,10 @@
  * sessions (DESIGN §1). Hooks for the lib/server skeleton: listeners on the
  * sockets the master passed, the group committer, reload and graceful stop.
  * The SMTP logic is in session.c; parsing in command.c and data.c. */
+#include "ipc.h"
 #include "log.h"
+#include "paths.h"
+#include "peer.h"
 #include "policy.h"
 #include "server.h"
 #include "session.h"
@@ -13,10 +16,46 @@
 #include <event2/listener.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ACCEPT_RESUME_MS 100 /* retry accepting this soon after EMFILE */
 
 static struct smtpd the_smtpd;
+
+static bool on_qmgr_msg(struct peer *p, struct ipc_msg *m, void *arg)
+{
+    log_warn("unexpected %s message from qmgr", ipc_type_name(m->type));
+    return false;
+}
+
+static void on_qmgr_close(struct peer *p, void *arg)
+{
+    struct smtpd *sd = arg;
+    peer_free(sd->qmgr);
+    sd->qmgr = NULL;
+}
+
+/* smtpd_new_mail - QMGR_NEW_MAIL over private/qmgr */
+void smtpd_new_mail(struct smtpd *sd, const char *id)
+{
+    if (sd->qmgr == NULL) {
+        char path[PATHS_MAX];
+        if (!paths_private_socket(sd->set.queue_directory, "qmgr", path, sizeof path))
+            return;
+        sd->qmgr = peer_connect_unix(sd->srv->base, path, on_qmgr_msg, on_qmgr_close, sd);
+        if (sd->qmgr == NULL)
+            return; /* qmgr down: its spool scan will find the message */
+        struct ipc_msg h;
+        if (ipc_begin(&h, IPC_HELLO) && ipc_put_u64(&h, IPC_VERSION) && ipc_put_str(&h, "smtpd") &&
+            ipc_put_u64(&h, (uint64_t)getpid()) && ipc_finish(&h))
+            peer_send(sd->qmgr, &h);
+        ipc_msg_free(&h);
+    }
+    struct ipc_msg m;
+    if (ipc_begin(&m, IPC_QMGR_NEW_MAIL) && ipc_put_str(&m, id) && ipc_finish(&m))
+        peer_send(sd->qmgr, &m);
+    ipc_msg_free(&m);
+}
 
 static void pause_accept(struct smtpd *sd, bool with_timer)
 {
@@ -198,6 +237,7 @@ static void smtpd_on_exit(struct server *srv)
     if (sd->stop_timer)
         event_free(sd->stop_timer);
     policy_free(sd->policy);
+    peer_free(sd->qmgr);
     smtpd_settings_free(&sd->set);
 }
 

@@ -474,6 +474,7 @@ static void on_committed(void *arg, bool ok)
         log_msg(s->id, "from=<%s>, size=%llu, nrcpt=%zu (queued)", s->sender, (unsigned long long)s->dec.size,
                 s->n_rcpts);
         reply(s, RPL_QUEUED, s->id);
+        smtpd_new_mail(s->sd, s->id);
     } else {
         reply(s, RPL_SPOOL_ERROR);
     }

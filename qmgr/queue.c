@@ -1,0 +1,893 @@
+/* queue.c - qmgr's queue: messages, per-(gateway, domain) queues, jobs,
+ * retries, durable recipient states, removal and bounces. */
+#include "queue.h"
+#include "addr.h"
+#include "bounce.h"
+#include "config.h"
+#include "ipc.h"
+#include "log.h"
+#include "peer.h"
+#include "spool.h"
+#include "str.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MSG_BUCKETS 65536
+#define DOMAIN_BUCKETS 4096
+#define JOB_BUCKETS 4096
+#define DOMAIN_CONCURRENCY 20      /* jobs in flight per domain (destination_controls later) */
+#define AGENT_CONCURRENCY 1000     /* jobs in flight per delivery agent */
+#define RETRY_MAX 32
+#define RETRY_TICK_S 1
+
+struct qrcpt {
+    char *addr;
+    off_t off;
+    char state;        /* spool state: '-', 'D', 'B', 'X' */
+    bool busy;         /* in a job */
+    bool changed;      /* state to write */
+    int attempts;
+    time_t next_try;
+    char *error;
+    char dsn[16];
+};
+
+struct qentry;
+
+struct qmsg {
+    char id[SPOOL_ID_LEN + 1];
+    char *sender;
+    char *vg;
+    int64_t arrival_us;
+    size_t size;
+    struct qrcpt *r;
+    size_t n;
+    size_t open;       /* recipients not yet final */
+    int entries;       /* qentries alive */
+    bool dirty;
+    bool sync_failed;
+    struct qmsg *dirty_next;
+    struct qmsg *hnext;
+};
+
+struct qdomain;
+
+struct qentry {
+    struct qmsg *m;
+    struct qdomain *d;
+    size_t *idx;
+    size_t n_idx;
+    time_t due;
+    struct qentry *next, *prev;
+};
+
+struct qdomain {
+    char *name;
+    char *vg;
+    struct qentry *ready_head, *ready_tail;
+    struct qentry *wait;   /* deferred, any order */
+    size_t n_ready, n_wait;
+    int active;
+    bool on_runq;
+    struct qdomain *runq_next;
+    struct qdomain *hnext;
+    char *last_error;
+    time_t last_attempt;
+};
+
+struct agent {
+    struct peer *p;
+    char name[32];
+    int active;
+    struct agent *next;
+};
+
+struct qjob {
+    uint64_t id;
+    struct qentry *e;
+    struct agent *a;
+    size_t remaining;
+    time_t started;
+    struct qjob *hnext;
+};
+
+struct qmgr_queue {
+    struct event_base *base;
+    char *qdir;
+    int64_t retry[RETRY_MAX];
+    int n_retry;
+    int64_t lifetime;
+    char *hostname;
+    char *bounce_vg;
+    struct qmsg *msgs[MSG_BUCKETS];
+    struct qdomain *domains[DOMAIN_BUCKETS];
+    struct qjob *jobs[JOB_BUCKETS];
+    size_t n_msgs;
+    struct qdomain *runq_head, *runq_tail;
+    struct agent *agents;
+    uint64_t next_job;
+    struct qmsg *dirty;
+    struct event *kick_ev, *sync_ev, *retry_ev;
+};
+
+static unsigned hash_str(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static void kick(struct qmgr_queue *q) { event_active(q->kick_ev, EV_TIMEOUT, 0); }
+
+/* ---- messages ---- */
+
+static struct qmsg *msg_find(struct qmgr_queue *q, const char *id)
+{
+    for (struct qmsg *m = q->msgs[hash_str(id) % MSG_BUCKETS]; m; m = m->hnext)
+        if (strcmp(m->id, id) == 0)
+            return m;
+    return NULL;
+}
+
+static void msg_free(struct qmgr_queue *q, struct qmsg *m)
+{
+    struct qmsg **pp = &q->msgs[hash_str(m->id) % MSG_BUCKETS];
+    while (*pp && *pp != m)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = m->hnext;
+    q->n_msgs--;
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->r[i].addr);
+        free(m->r[i].error);
+    }
+    free(m->r);
+    free(m->sender);
+    free(m->vg);
+    free(m);
+}
+
+static void mark_dirty(struct qmgr_queue *q, struct qmsg *m)
+{
+    if (!m->dirty) {
+        m->dirty = true;
+        m->dirty_next = q->dirty;
+        q->dirty = m;
+    }
+    event_active(q->sync_ev, EV_TIMEOUT, 0);
+}
+
+/* ---- domains ---- */
+
+static struct qdomain *domain_get(struct qmgr_queue *q, const char *vg, const char *name, bool create)
+{
+    unsigned h = (hash_str(name) ^ hash_str(vg)) % DOMAIN_BUCKETS;
+    for (struct qdomain *d = q->domains[h]; d; d = d->hnext)
+        if (strcmp(d->name, name) == 0 && strcmp(d->vg, vg) == 0)
+            return d;
+    if (!create)
+        return NULL;
+    struct qdomain *d = calloc(1, sizeof *d);
+    if (d == NULL || (d->name = str_dup(name)) == NULL || (d->vg = str_dup(vg)) == NULL) {
+        if (d)
+            free(d->name);
+        free(d);
+        return NULL;
+    }
+    d->hnext = q->domains[h];
+    q->domains[h] = d;
+    return d;
+}
+
+static void runq_add(struct qmgr_queue *q, struct qdomain *d)
+{
+    if (d->on_runq)
+        return;
+    d->on_runq = true;
+    d->runq_next = NULL;
+    if (q->runq_tail)
+        q->runq_tail->runq_next = d;
+    else
+        q->runq_head = d;
+    q->runq_tail = d;
+}
+
+static void ready_push(struct qmgr_queue *q, struct qentry *e)
+{
+    struct qdomain *d = e->d;
+    e->next = NULL;
+    e->prev = d->ready_tail;
+    if (d->ready_tail)
+        d->ready_tail->next = e;
+    else
+        d->ready_head = e;
+    d->ready_tail = e;
+    d->n_ready++;
+    runq_add(q, d);
+}
+
+static struct qentry *ready_pop(struct qdomain *d)
+{
+    struct qentry *e = d->ready_head;
+    if (e) {
+        d->ready_head = e->next;
+        if (d->ready_head)
+            d->ready_head->prev = NULL;
+        else
+            d->ready_tail = NULL;
+        d->n_ready--;
+        e->next = e->prev = NULL;
+    }
+    return e;
+}
+
+static void wait_push(struct qentry *e)
+{
+    struct qdomain *d = e->d;
+    e->prev = NULL;
+    e->next = d->wait;
+    if (d->wait)
+        d->wait->prev = e;
+    d->wait = e;
+    d->n_wait++;
+}
+
+static void wait_remove(struct qentry *e)
+{
+    struct qdomain *d = e->d;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        d->wait = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    d->n_wait--;
+    e->next = e->prev = NULL;
+}
+
+/* ---- loading ---- */
+
+/* msg_load - read a committed message and queue its pending recipients */
+static bool msg_load(struct qmgr_queue *q, const char *id, bool log_new)
+{
+    if (msg_find(q, id))
+        return true;
+    char path[SPOOL_PATH_MAX], err[512];
+    if (!spool_path_queue(q->qdir, id, path, sizeof path))
+        return false;
+    struct spool_message sm;
+    if (spool_message_read(path, &sm, err, sizeof err) != 0) {
+        log_warn("%s: cannot load: %s", id, err);
+        return false;
+    }
+    struct qmsg *m = calloc(1, sizeof *m);
+    if (m == NULL || (m->r = calloc(sm.n_rcpts, sizeof *m->r)) == NULL) {
+        free(m);
+        spool_message_free(&sm);
+        log_error("%s: out of memory", id);
+        return false;
+    }
+    str_copy(m->id, sizeof m->id, id);
+    m->sender = sm.sender;
+    sm.sender = NULL;
+    m->vg = sm.vg && *sm.vg ? sm.vg : str_dup("default");
+    if (m->vg == sm.vg)
+        sm.vg = NULL;
+    m->arrival_us = sm.arrival_us;
+    m->size = sm.content_len;
+    m->n = sm.n_rcpts;
+    for (size_t i = 0; i < sm.n_rcpts; i++) {
+        m->r[i].addr = sm.rcpts[i].address;
+        sm.rcpts[i].address = NULL;
+        m->r[i].off = sm.rcpts[i].state_offset;
+        m->r[i].state = sm.rcpts[i].state;
+        if (m->r[i].state == '-')
+            m->open++;
+    }
+    spool_message_free(&sm);
+    unsigned h = hash_str(id) % MSG_BUCKETS;
+    m->hnext = q->msgs[h];
+    q->msgs[h] = m;
+    q->n_msgs++;
+    if (log_new)
+        log_msg(m->id, "from=<%s>, size=%zu, nrcpt=%zu (queue active)", m->sender, m->size, m->n);
+    if (m->open == 0) { /* everything was done before a restart */
+        mark_dirty(q, m);
+        return true;
+    }
+    /* One entry per domain: all of its recipients go in one transaction. */
+    bool *taken = calloc(m->n, sizeof *taken);
+    if (taken == NULL)
+        return false;
+    for (size_t i = 0; i < m->n; i++) {
+        if (taken[i] || m->r[i].state != '-')
+            continue;
+        char dom[ADDR_DOMAIN_MAX + 1];
+        str_copy(dom, sizeof dom, addr_domain(m->r[i].addr));
+        str_lower(dom);
+        struct qdomain *d = domain_get(q, m->vg, dom, true);
+        struct qentry *e = calloc(1, sizeof *e);
+        size_t *idx = calloc(m->n, sizeof *idx);
+        if (d == NULL || e == NULL || idx == NULL) {
+            free(e);
+            free(idx);
+            log_error("%s: out of memory", id);
+            break;
+        }
+        e->m = m;
+        e->d = d;
+        e->idx = idx;
+        for (size_t j = i; j < m->n; j++) {
+            if (taken[j] || m->r[j].state != '-' || !str_case_eq(addr_domain(m->r[j].addr), dom))
+                continue;
+            taken[j] = true;
+            e->idx[e->n_idx++] = j;
+        }
+        m->entries++;
+        ready_push(q, e);
+    }
+    free(taken);
+    kick(q);
+    return true;
+}
+
+size_t qmgr_queue_scan(struct qmgr_queue *q)
+{
+    size_t n = 0;
+    for (int h = 0; h < 256; h++) {
+        char path[SPOOL_PATH_MAX];
+        str_fmt(path, sizeof path, "%s/queue/%02X", q->qdir, h);
+        DIR *dir = opendir(path);
+        if (dir == NULL)
+            continue;
+        struct dirent *de;
+        while ((de = readdir(dir)) != NULL)
+            if (spool_id_valid(de->d_name) && msg_load(q, de->d_name, false))
+                n++;
+        closedir(dir);
+    }
+    return n;
+}
+
+bool qmgr_queue_add(struct qmgr_queue *q, const char *id)
+{
+    return spool_id_valid(id) && msg_load(q, id, true);
+}
+
+/* ---- dispatch ---- */
+
+static struct agent *agent_pick(struct qmgr_queue *q)
+{
+    struct agent *best = NULL;
+    for (struct agent *a = q->agents; a; a = a->next)
+        if (a->active < AGENT_CONCURRENCY && (best == NULL || a->active < best->active))
+            best = a;
+    return best;
+}
+
+static bool job_send(struct qmgr_queue *q, struct agent *a, struct qjob *j)
+{
+    struct qentry *e = j->e;
+    struct ipc_msg msg;
+    bool ok = ipc_begin(&msg, IPC_QMGR_DELIVER) && ipc_put_u64(&msg, j->id) && ipc_put_str(&msg, e->m->id) &&
+              ipc_put_str(&msg, e->d->name) && ipc_put_str(&msg, e->d->vg);
+    for (size_t i = 0; ok && i < e->n_idx; i++)
+        ok = ipc_put_str(&msg, e->m->r[e->idx[i]].addr);
+    ok = ok && ipc_finish(&msg) && peer_send(a->p, &msg);
+    ipc_msg_free(&msg);
+    return ok;
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr_queue *q = arg;
+    /* Round robin: each domain gets one job per turn while it can take more. */
+    while (q->runq_head) {
+        struct agent *a = agent_pick(q);
+        if (a == NULL)
+            return;
+        struct qdomain *d = q->runq_head;
+        q->runq_head = d->runq_next;
+        if (q->runq_head == NULL)
+            q->runq_tail = NULL;
+        d->on_runq = false;
+        if (d->ready_head == NULL || d->active >= DOMAIN_CONCURRENCY)
+            continue; /* back on the queue when something changes */
+        struct qentry *e = ready_pop(d);
+        struct qjob *j = calloc(1, sizeof *j);
+        if (j == NULL) {
+            ready_push(q, e);
+            return;
+        }
+        j->id = ++q->next_job;
+        j->e = e;
+        j->a = a;
+        j->remaining = e->n_idx;
+        j->started = time(NULL);
+        for (size_t i = 0; i < e->n_idx; i++)
+            e->m->r[e->idx[i]].busy = true;
+        if (!job_send(q, a, j)) {
+            log_warn("%s: cannot hand the job to delivery agent %s", e->m->id, a->name);
+            for (size_t i = 0; i < e->n_idx; i++)
+                e->m->r[e->idx[i]].busy = false;
+            ready_push(q, e);
+            free(j);
+            return;
+        }
+        unsigned h = (unsigned)(j->id % JOB_BUCKETS);
+        j->hnext = q->jobs[h];
+        q->jobs[h] = j;
+        d->active++;
+        a->active++;
+        d->last_attempt = j->started;
+        if (d->ready_head)
+            runq_add(q, d);
+    }
+}
+
+/* ---- results ---- */
+
+static struct qjob *job_find(struct qmgr_queue *q, uint64_t id)
+{
+    for (struct qjob *j = q->jobs[id % JOB_BUCKETS]; j; j = j->hnext)
+        if (j->id == id)
+            return j;
+    return NULL;
+}
+
+static void job_unlink(struct qmgr_queue *q, struct qjob *j)
+{
+    struct qjob **pp = &q->jobs[j->id % JOB_BUCKETS];
+    while (*pp && *pp != j)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = j->hnext;
+}
+
+static int64_t retry_delay(struct qmgr_queue *q, int attempts)
+{
+    if (q->n_retry == 0)
+        return 300;
+    int i = attempts - 1 < q->n_retry ? attempts - 1 : q->n_retry - 1;
+    return q->retry[i < 0 ? 0 : i];
+}
+
+/* job_done - every recipient of the job reported: requeue what is left */
+static void job_done(struct qmgr_queue *q, struct qjob *j)
+{
+    struct qentry *e = j->e;
+    struct qmsg *m = e->m;
+    struct qdomain *d = e->d;
+    job_unlink(q, j);
+    e->d->active--;
+    j->a->active--;
+    size_t keep = 0;
+    time_t due = 0;
+    for (size_t i = 0; i < e->n_idx; i++) {
+        struct qrcpt *r = &m->r[e->idx[i]];
+        r->busy = false;
+        if (r->state == '-') {
+            e->idx[keep++] = e->idx[i];
+            if (due == 0 || r->next_try < due)
+                due = r->next_try;
+        }
+    }
+    e->n_idx = keep;
+    if (keep == 0) {
+        m->entries--;
+        free(e->idx);
+        free(e);
+        mark_dirty(q, m);
+    } else if (due <= time(NULL)) {
+        ready_push(q, e);
+    } else {
+        e->due = due;
+        wait_push(e);
+    }
+    runq_add(q, d); /* a slot is free again */
+    free(j);
+    kick(q);
+}
+
+static void set_error(struct qrcpt *r, const char *dsn, const char *reply)
+{
+    free(r->error);
+    r->error = str_dup(reply);
+    str_copy(r->dsn, sizeof r->dsn, dsn);
+}
+
+bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const char *rcpt, unsigned status,
+                       const char *dsn, const char *reply)
+{
+    struct qjob *j = job_find(q, job);
+    if (j == NULL || j->a->p != p || status > RESULT_BOUNCED)
+        return false;
+    struct qentry *e = j->e;
+    struct qmsg *m = e->m;
+    struct qrcpt *r = NULL;
+    for (size_t i = 0; i < e->n_idx; i++) {
+        struct qrcpt *c = &m->r[e->idx[i]];
+        if (c->busy && c->state == '-' && strcmp(c->addr, rcpt) == 0) {
+            r = c;
+            break;
+        }
+    }
+    if (r == NULL)
+        return false;
+    r->busy = false; /* reported; job_done clears the rest */
+    time_t now = time(NULL);
+    r->attempts++;
+    if (status == RESULT_DEFERRED) {
+        set_error(r, dsn, reply);
+        free(e->d->last_error);
+        e->d->last_error = str_dup(reply);
+        if (now - m->arrival_us / 1000000 >= q->lifetime) {
+            char why[1024];
+            str_fmt(why, sizeof why, "message expired after %lld seconds in the queue; last error: %s",
+                    (long long)(now - m->arrival_us / 1000000), reply);
+            set_error(r, dsn[0] == '4' ? dsn : "4.4.7", why);
+            status = RESULT_BOUNCED;
+        } else {
+            r->next_try = now + retry_delay(q, r->attempts);
+        }
+    }
+    if (status == RESULT_SENT || status == RESULT_BOUNCED) {
+        if (status == RESULT_BOUNCED && r->error == NULL)
+            set_error(r, dsn, reply);
+        else if (status == RESULT_BOUNCED && r->dsn[0] != '4')
+            set_error(r, dsn, reply);
+        r->state = status == RESULT_SENT ? 'D' : 'B';
+        r->changed = true;
+        m->open--;
+        mark_dirty(q, m);
+    }
+    if (--j->remaining == 0)
+        job_done(q, j);
+    return true;
+}
+
+/* ---- durability and removal ---- */
+
+/* msg_finish - every recipient is final: bounce if needed, then remove */
+static void msg_finish(struct qmgr_queue *q, struct qmsg *m)
+{
+    size_t n_bounced = 0;
+    for (size_t i = 0; i < m->n; i++)
+        n_bounced += m->r[i].state == 'B';
+    if (n_bounced > 0) {
+        if (m->sender[0] == '\0') {
+            log_msg(m->id, "undeliverable bounce (null sender): %zu recipient(s) dropped", n_bounced);
+        } else {
+            struct bounce_rcpt br[256];
+            size_t k = 0;
+            for (size_t i = 0; i < m->n && k < 256; i++)
+                if (m->r[i].state == 'B') {
+                    br[k].address = m->r[i].addr;
+                    br[k].status = m->r[i].dsn[0] ? m->r[i].dsn : "5.0.0";
+                    br[k].diagnostic = m->r[i].error ? m->r[i].error : "delivery failed";
+                    k++;
+                }
+            char newid[SPOOL_ID_LEN + 1];
+            const char *vg = q->bounce_vg && *q->bounce_vg ? q->bounce_vg : m->vg;
+            if (bounce_send(q->qdir, q->hostname, vg, m->id, m->sender, m->arrival_us, br, k, newid) != 0) {
+                log_error_errno("%s: cannot queue the bounce, keeping the message", m->id);
+                return; /* retried at the next sync or restart */
+            }
+            log_msg(m->id, "sender non-delivery notification: %s", newid);
+            msg_load(q, newid, true);
+        }
+    }
+    char path[SPOOL_PATH_MAX];
+    if (spool_path_queue(q->qdir, m->id, path, sizeof path) && unlink(path) != 0 && errno != ENOENT) {
+        log_error_errno("%s: cannot remove %s", m->id, path);
+        return;
+    }
+    log_msg(m->id, "removed");
+    msg_free(q, m);
+}
+
+static void on_sync(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr_queue *q = arg;
+    struct qmsg *list = q->dirty;
+    q->dirty = NULL;
+    /* First make every state change durable, then act on it. */
+    for (struct qmsg *m = list; m; m = m->dirty_next) {
+        bool any = false;
+        for (size_t i = 0; i < m->n; i++)
+            any = any || m->r[i].changed;
+        if (!any)
+            continue;
+        char path[SPOOL_PATH_MAX];
+        spool_path_queue(q->qdir, m->id, path, sizeof path);
+        int f = open(path, O_RDWR | O_CLOEXEC);
+        bool ok = f >= 0;
+        for (size_t i = 0; ok && i < m->n; i++)
+            if (m->r[i].changed)
+                ok = spool_set_rcpt_state(f, m->r[i].off, m->r[i].state) == 0;
+        ok = ok && fdatasync(f) == 0;
+        if (f >= 0)
+            close(f);
+        if (!ok) {
+            /* Not durable: keep the message (a restart re-reads the file and
+             * retries what was not recorded, at worst delivering twice). */
+            log_error_errno("%s: cannot record recipient state in %s", m->id, path);
+            m->sync_failed = true;
+            continue;
+        }
+        for (size_t i = 0; i < m->n; i++)
+            m->r[i].changed = false;
+    }
+    struct qmsg *next;
+    for (struct qmsg *m = list; m; m = next) {
+        next = m->dirty_next;
+        m->dirty = false;
+        if (m->open == 0 && m->entries == 0 && !m->sync_failed)
+            msg_finish(q, m);
+    }
+}
+
+static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr_queue *q = arg;
+    time_t now = time(NULL);
+    for (int h = 0; h < DOMAIN_BUCKETS; h++)
+        for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
+            struct qentry *e = d->wait, *next;
+            for (; e; e = next) {
+                next = e->next;
+                if (e->due <= now) {
+                    wait_remove(e);
+                    ready_push(q, e);
+                }
+            }
+        }
+    kick(q);
+}
+
+/* ---- agents ---- */
+
+void qmgr_queue_agent_add(struct qmgr_queue *q, struct peer *p, const char *name)
+{
+    struct agent *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return;
+    a->p = p;
+    str_copy(a->name, sizeof a->name, name);
+    a->next = q->agents;
+    q->agents = a;
+    log_info("delivery agent %s connected", name);
+    kick(q);
+}
+
+void qmgr_queue_agent_gone(struct qmgr_queue *q, struct peer *p)
+{
+    struct agent **pp = &q->agents, *a = NULL;
+    while (*pp && (*pp)->p != p)
+        pp = &(*pp)->next;
+    if ((a = *pp) == NULL)
+        return;
+    *pp = a->next;
+    int requeued = 0;
+    for (int h = 0; h < JOB_BUCKETS; h++) {
+        struct qjob *j = q->jobs[h], *next;
+        for (; j; j = next) {
+            next = j->hnext;
+            if (j->a != a)
+                continue;
+            /* In flight when the agent died: try again now (at most once more). */
+            j->remaining = 0;
+            job_done(q, j);
+            requeued++;
+        }
+    }
+    log_warn("delivery agent %s went away; %d jobs in flight requeued", a->name, requeued);
+    free(a);
+}
+
+/* ---- operator commands ---- */
+
+size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain)
+{
+    size_t n = 0;
+    for (int h = 0; h < DOMAIN_BUCKETS; h++)
+        for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
+            if (domain && !str_case_eq(d->name, domain))
+                continue;
+            while (d->wait) {
+                struct qentry *e = d->wait;
+                wait_remove(e);
+                for (size_t i = 0; i < e->n_idx; i++)
+                    e->m->r[e->idx[i]].next_try = 0;
+                ready_push(q, e);
+                n++;
+            }
+        }
+    kick(q);
+    return n;
+}
+
+static const char *rcpt_state_name(const struct qrcpt *r)
+{
+    if (r->state == 'D')
+        return "delivered";
+    if (r->state == 'B')
+        return "bounced";
+    if (r->state == 'X')
+        return "deleted";
+    if (r->busy)
+        return "active";
+    return r->attempts ? "deferred" : "queued";
+}
+
+static bool msg_json(const struct qmsg *m, struct buf *out)
+{
+    bool ok = buf_printf(out, "{\"id\": \"%s\", \"sender\": ", m->id) && buf_json_str(out, m->sender) &&
+              buf_printf(out, ", \"vg\": ") && buf_json_str(out, m->vg) &&
+              buf_printf(out, ", \"arrival\": %lld, \"size\": %zu, \"recipients\": [", (long long)(m->arrival_us / 1000000),
+                         m->size);
+    for (size_t i = 0; ok && i < m->n; i++) {
+        const struct qrcpt *r = &m->r[i];
+        ok = buf_printf(out, "%s{\"address\": ", i ? ", " : "") && buf_json_str(out, r->addr) &&
+             buf_printf(out, ", \"state\": \"%s\", \"attempts\": %d, \"next_retry\": %lld, \"last_error\": ",
+                        rcpt_state_name(r), r->attempts, (long long)r->next_try) &&
+             buf_json_str(out, r->error ? r->error : "") && buf_puts(out, "}");
+    }
+    return ok && buf_puts(out, "]}");
+}
+
+static bool msg_text(const struct qmsg *m, struct buf *out)
+{
+    char when[32];
+    time_t t = (time_t)(m->arrival_us / 1000000);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
+    bool ok = buf_printf(out, "%s  %8zu  %s  <%s>  vg=%s\n", m->id, m->size, when, m->sender, m->vg);
+    for (size_t i = 0; ok && i < m->n; i++) {
+        const struct qrcpt *r = &m->r[i];
+        ok = buf_printf(out, "    %-9s <%s>", rcpt_state_name(r), r->addr);
+        if (ok && r->attempts)
+            ok = buf_printf(out, " attempts=%d next_retry=%lld", r->attempts, (long long)r->next_try);
+        if (ok && r->error)
+            ok = buf_printf(out, " (%s)", r->error);
+        ok = ok && buf_puts(out, "\n");
+    }
+    return ok;
+}
+
+static bool msg_has_domain(const struct qmsg *m, const char *domain)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (str_case_eq(addr_domain(m->r[i].addr), domain))
+            return true;
+    return false;
+}
+
+bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, bool json, struct buf *out)
+{
+    bool ok = json ? buf_puts(out, "[") : true;
+    size_t n = 0;
+    for (int h = 0; ok && h < MSG_BUCKETS; h++)
+        for (struct qmsg *m = q->msgs[h]; ok && m; m = m->hnext) {
+            if (domain && !msg_has_domain(m, domain))
+                continue;
+            ok = json ? (buf_puts(out, n ? ", " : "") && msg_json(m, out)) : msg_text(m, out);
+            n++;
+        }
+    if (ok && json)
+        ok = buf_puts(out, "]");
+    else if (ok)
+        ok = buf_printf(out, "-- %zu message(s)", n);
+    return ok;
+}
+
+bool qmgr_queue_show(struct qmgr_queue *q, const char *id, bool json, struct buf *out)
+{
+    struct qmsg *m = msg_find(q, id);
+    if (m == NULL)
+        return false;
+    if (json)
+        return msg_json(m, out);
+    bool ok = msg_text(m, out);
+    if (ok && out->len && out->data[out->len - 1] == '\n')
+        out->data[--out->len] = '\0';
+    return ok;
+}
+
+/* ---- life cycle ---- */
+
+void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
+{
+    q->n_retry = 0;
+    char *copy = str_dup(cfg_str(cfg, P_retry_schedule)), *cur = copy, *tok;
+    while (copy && (tok = str_split_next(&cur)) != NULL && q->n_retry < RETRY_MAX) {
+        int64_t s;
+        if (parse_duration(tok, &s))
+            q->retry[q->n_retry++] = s;
+    }
+    free(copy);
+    q->lifetime = cfg_int(cfg, P_max_queue_lifetime);
+    free(q->hostname);
+    q->hostname = str_dup(cfg_str(cfg, P_myhostname));
+    free(q->bounce_vg);
+    q->bounce_vg = str_dup(cfg_str(cfg, P_bounce_virtual_gateway));
+}
+
+struct qmgr_queue *qmgr_queue_new(struct event_base *base, const struct config *cfg)
+{
+    struct qmgr_queue *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return NULL;
+    q->base = base;
+    q->qdir = str_dup(cfg_str(cfg, P_queue_directory));
+    q->kick_ev = event_new(base, -1, 0, on_kick, q);
+    q->sync_ev = event_new(base, -1, 0, on_sync, q);
+    q->retry_ev = event_new(base, -1, EV_PERSIST, on_retry_tick, q);
+    struct timeval tick = {RETRY_TICK_S, 0};
+    if (q->qdir == NULL || !q->kick_ev || !q->sync_ev || !q->retry_ev || event_add(q->retry_ev, &tick) != 0) {
+        qmgr_queue_free(q);
+        return NULL;
+    }
+    qmgr_queue_configure(q, cfg);
+    return q;
+}
+
+void qmgr_queue_free(struct qmgr_queue *q)
+{
+    if (q == NULL)
+        return;
+    for (int h = 0; h < JOB_BUCKETS; h++)
+        while (q->jobs[h]) {
+            struct qjob *j = q->jobs[h];
+            q->jobs[h] = j->hnext;
+            free(j);
+        }
+    for (int h = 0; h < DOMAIN_BUCKETS; h++)
+        while (q->domains[h]) {
+            struct qdomain *d = q->domains[h];
+            q->domains[h] = d->hnext;
+            struct qentry *e, *next;
+            for (e = d->ready_head; e; e = next) {
+                next = e->next;
+                free(e->idx);
+                free(e);
+            }
+            for (e = d->wait; e; e = next) {
+                next = e->next;
+                free(e->idx);
+                free(e);
+            }
+            free(d->name);
+            free(d->vg);
+            free(d->last_error);
+            free(d);
+        }
+    for (int h = 0; h < MSG_BUCKETS; h++)
+        while (q->msgs[h])
+            msg_free(q, q->msgs[h]);
+    while (q->agents) {
+        struct agent *a = q->agents;
+        q->agents = a->next;
+        free(a);
+    }
+    if (q->kick_ev)
+        event_free(q->kick_ev);
+    if (q->sync_ev)
+        event_free(q->sync_ev);
+    if (q->retry_ev)
+        event_free(q->retry_ev);
+    free(q->qdir);
+    free(q->hostname);
+    free(q->bounce_vg);
+    free(q);
+}

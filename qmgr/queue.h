@@ -1,0 +1,63 @@
+/* queue.h - qmgr's in-memory queue: every queued message's pending
+ * recipients, grouped into one queue per (virtual gateway, destination
+ * domain), with retry times, jobs in flight to delivery agents, and the
+ * durable recipient state updates (spool R-record state bytes).
+ *
+ * Owns: struct qmsg (one per queued message), struct qentry (the recipients of
+ * one message for one domain), struct qdomain, struct qjob, and the timers
+ * of the queue. The spool file is the truth: everything here can be rebuilt
+ * by qmgr_queue_scan(). Runs in qmgr's event loop. */
+#ifndef BW_QMGR_QUEUE_H
+#define BW_QMGR_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct event_base;
+struct config;
+struct peer;
+struct qmgr_queue;
+
+/* Result status of one recipient, as in DELIVERY_RESULT. */
+enum rcpt_result { RESULT_SENT = 0, RESULT_DEFERRED = 1, RESULT_BOUNCED = 2 };
+
+/* qmgr_queue_new - empty queue for the spool of cfg. NULL on ENOMEM. */
+struct qmgr_queue *qmgr_queue_new(struct event_base *base, const struct config *cfg);
+
+/* qmgr_queue_configure - (re)read retry schedule, lifetime, limits. */
+void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg);
+
+/* qmgr_queue_scan - load every committed message of the spool; returns the
+ * number loaded. Invalid files are logged and left alone. */
+size_t qmgr_queue_scan(struct qmgr_queue *q);
+
+/* qmgr_queue_add - a new message was committed (QMGR_NEW_MAIL). */
+bool qmgr_queue_add(struct qmgr_queue *q, const char *id);
+
+/* qmgr_queue_agent_add, qmgr_queue_agent_gone - a delivery agent connected
+ * (after HELLO) or went away (its jobs in flight are deferred for retry). */
+void qmgr_queue_agent_add(struct qmgr_queue *q, struct peer *p, const char *name);
+void qmgr_queue_agent_gone(struct qmgr_queue *q, struct peer *p);
+
+/* qmgr_queue_result - one DELIVERY_RESULT. False for an unknown job or
+ * recipient (protocol error: the agent is dropped). */
+bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const char *rcpt, unsigned status,
+                       const char *dsn, const char *reply);
+
+/* qmgr_queue_flush - make deferred recipients (of one domain, or all when
+ * domain is NULL) due now; returns how many. */
+size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain);
+
+/* qmgr_queue_list - text or JSON listing (optionally of one domain). */
+bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, bool json, struct buf *out);
+
+/* qmgr_queue_show - one message; false when the id is unknown. */
+bool qmgr_queue_show(struct qmgr_queue *q, const char *id, bool json, struct buf *out);
+
+/* qmgr_queue_free - free everything (no I/O). NULL is fine. */
+void qmgr_queue_free(struct qmgr_queue *q);
+
+#endif
