@@ -145,6 +145,7 @@ if want breakwater; then
 fi
 
 echo "accept.sh: $COUNT messages per run, $SESSIONS sessions, sizes: $SIZES, runs: $RUNS" >&2
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 SUMMARY=()
 for size in $SIZES; do
     lbl=$(label "$size")
@@ -164,7 +165,14 @@ for size in $SIZES; do
     bw=$( [ ${#bw_rates[@]} -gt 0 ] && median "${bw_rates[@]}" || echo -)
     pf=$( [ ${#pf_rates[@]} -gt 0 ] && median "${pf_rates[@]}" || echo -)
     ratio=$(awk -v a="$bw" -v b="$pf" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }')
-    SUMMARY+=("accept $lbl: breakwater $bw msg/s, postfix $pf msg/s, ratio $ratio")
+    per_run=
+    if [ "$RUNS" -gt 1 ] && [ ${#bw_rates[@]} -eq "$RUNS" ] && [ ${#pf_rates[@]} -eq "$RUNS" ]; then
+        for ((r = 0; r < RUNS; r++)); do
+            per_run+=" $(awk -v a="${bw_rates[r]}" -v b="${pf_rates[r]}" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.0f/%.0f=%.2f", a, b, a / b; else print "failed" }')"
+        done
+        per_run=" (medians of $RUNS; per run:$per_run)"
+    fi
+    SUMMARY+=("accept $lbl: breakwater $bw msg/s, postfix $pf msg/s, ratio $ratio$per_run")
     SUMMARY+=("  queued $lbl: breakwater $bw_q, postfix $pf_q")
     if [ "${BENCH_SINK:-1}" = 1 ]; then
         sink=$(sink_rate "$size")
@@ -175,6 +183,7 @@ done
 
 echo
 echo "== accept benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $COUNT messages x $SESSIONS sessions, smtp-source one message per connection"
+echo "  load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%s\n' "${SUMMARY[@]}"
 want breakwater && echo "  durability breakwater: $bw_d"
 want postfix && echo "  durability postfix: $pf_d"

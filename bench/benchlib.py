@@ -301,6 +301,14 @@ class Breakwater:
         if owner and os.geteuid() == 0:
             os.chown(self.logdir, owner.pw_uid, owner.pw_gid)
         self.port = self.port or free_port()
+        # Mail must stay queued and nothing may leave the machine: every
+        # destination is statically routed to a closed loopback port, and DNS
+        # goes to a closed loopback port too (qmgr/delivery then defer).
+        closed = free_port()
+        routes = os.path.join(self.confdir, "smtp_routes")
+        with open(routes, "w") as f:
+            f.write("# written by bench/benchlib.py: nothing listens there\n"
+                    "*  127.0.0.1:%d\n" % closed)
         cf = {
             "queue_directory": self.queue,
             "daemon_directory": self.paths["daemon_directory"],
@@ -311,6 +319,8 @@ class Breakwater:
             "smtpd_processes": "2",
             "smtpd_max_connections": "100000",
             "monitor_listen": "",
+            "smtp_routes": routes,
+            "dns_servers": "127.0.0.1:%d" % closed,
         }
         cf.update(self.params)
         with open(os.path.join(self.confdir, "main.cf"), "w") as f:
@@ -455,11 +465,13 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 class Postfix:
     """A private Postfix instance under WORKDIR/pf (`postfix -c DIR`).
 
-    Accepted mail stays queued: by default every message is put on hold
-    (check_client_access static:HOLD, the queue file goes to hold/ and the
-    queue manager never sees it); mode "defer" instead lets qmgr defer it
-    (defer_transports = smtp).  In both cases relayhost is a closed loopback
-    port, so nothing can leave.  Postfix's cleanup fsync()s each queue file
+    Accepted mail stays queued: by default (mode "hold") every message is put
+    on hold (check_client_access static:HOLD, the queue file goes to hold/
+    and the queue manager never sees it); mode "defer" lets qmgr defer it
+    (defer_transports = smtp, relay); mode "relay" lets qmgr hand it to the
+    smtp client, which finds the relayhost closed and defers it - the same
+    path Breakwater's qmgr and delivery take.  In every mode relayhost is a
+    closed loopback port, so nothing can leave.  Postfix's cleanup fsync()s each queue file
     before smtpd sends 250 (compiled in; no parameter turns it off).
     """
 
@@ -473,8 +485,8 @@ class Postfix:
         self.data = os.path.join(self.top, "data")
         self.log_file = os.path.join(self.top, "maillog")
         self.mode = mode or os.environ.get("BENCH_POSTFIX_MODE", "hold")
-        if self.mode not in ("hold", "defer"):
-            raise ValueError("BENCH_POSTFIX_MODE must be hold or defer")
+        if self.mode not in ("hold", "defer", "relay"):
+            raise ValueError("BENCH_POSTFIX_MODE must be hold, defer or relay")
         self.params = dict(params or {})
         self.port = None
         self.master_pid = None
@@ -525,7 +537,6 @@ class Postfix:
             "append_dot_mydomain": "no",
             "smtpd_relay_restrictions": "permit_mynetworks, reject_unauth_destination",
             "relayhost": "[127.0.0.1]:%d" % closed,
-            "defer_transports": "smtp, relay",
             # no artificial throttle of intake by the delivery side (the
             # queue manager never picks up held mail, so no flow tokens)
             "in_flow_delay": "0",
@@ -535,6 +546,8 @@ class Postfix:
         }
         if self.mode == "hold":
             cf["smtpd_client_restrictions"] = "check_client_access static:HOLD"
+        if self.mode in ("hold", "defer"):
+            cf["defer_transports"] = "smtp, relay"
         cf.update(self.params)
         with open(os.path.join(self.confdir, "main.cf"), "w") as f:
             f.write("# written by bench/benchlib.py (private instance, mode %s)\n" % self.mode)
@@ -605,7 +618,7 @@ class Postfix:
         deadline = time.monotonic() + timeout
         prev = self.count_queued()
         while time.monotonic() < deadline:
-            time.sleep(0.5 if self.mode == "defer" else 0.05)
+            time.sleep(0.5 if self.mode != "hold" else 0.05)
             cur = self.count_queued()
             if cur == prev and (self.mode == "hold" or
                                 count_files(os.path.join(self.queue, "incoming")) == 0):
@@ -614,8 +627,10 @@ class Postfix:
         return prev
 
     def durability(self):
-        how = ("mail put on hold by check_client_access static:HOLD"
-               if self.mode == "hold" else "mail deferred by qmgr (defer_transports = smtp)")
+        how = {"hold": "mail put on hold by check_client_access static:HOLD",
+               "defer": "qmgr defers all mail (defer_transports = smtp, relay)",
+               "relay": "qmgr hands mail to smtp, which finds the relayhost closed "
+                        "and defers it"}[self.mode]
         return ("cleanup fsync()s each queue file before 250 (compiled in, not "
                 "configurable; no directory fsync); %s; relayhost a closed loopback port" % how)
 

@@ -534,6 +534,7 @@ def main():
                          "sessions fit" % (fd_cap, procs, max(counts)))
     results = {}
     workdirs = []
+    load_start = open("/proc/loadavg").read().split()[:3]
     try:
         for kind in ("breakwater", "postfix"):
             if args.only and args.only != kind:
@@ -584,6 +585,8 @@ def main():
     print("== connection benchmark: %s, %d cores, greeting within %.0f s, then EHLO"
           % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
              args.greet_timeout))
+    print("  load average at start: %s, at end: %s"
+          % (" ".join(load_start), " ".join(open("/proc/loadavg").read().split()[:3])))
     for n in counts:
         parts = []
         for kind in ("breakwater", "postfix"):

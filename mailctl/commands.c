@@ -222,6 +222,64 @@ static int simple_call(struct mailctl *mc, int argc, const char *const *argv, bo
     return status;
 }
 
+/* qmgr_call - a request to qmgr over private/qmgr (root reaches it) */
+static int qmgr_call(struct mailctl *mc, int argc, const char *const *argv, bool json)
+{
+    struct config *cfg = load(mc, false);
+    if (cfg == NULL)
+        return 1;
+    char sock[PATHS_MAX];
+    int status;
+    char *text = NULL;
+    int rc = paths_private_socket(cfg_str(cfg, P_queue_directory), "qmgr", sock, sizeof sock)
+                 ? control_call(sock, argc, argv, CONTROL_TIMEOUT_MS, &status, &text)
+                 : -1;
+    config_free(cfg);
+    if (rc != 0) {
+        if (errno == ENOENT || errno == ECONNREFUSED) {
+            if (json)
+                printf("{\"running\": false}\n");
+            return fail("%s", "the queue manager is not running (is breakwater started?)");
+        }
+        return fail("cannot reach the queue manager: %s", strerror(errno));
+    }
+    if (status == 0)
+        printf("%s\n", text);
+    else
+        fail("%s", text);
+    free(text);
+    return status;
+}
+
+int cmd_flush(struct mailctl *mc, int argc, char **argv)
+{
+    if (argc > 2) {
+        fprintf(stderr, "usage: mailctl flush [DOMAIN]\n");
+        return 2;
+    }
+    const char *req[] = {"flush", argc == 2 ? argv[1] : NULL};
+    return qmgr_call(mc, argc == 2 ? 2 : 1, req, false);
+}
+
+int cmd_queue(struct mailctl *mc, int argc, char **argv)
+{
+    if (argc < 2 || (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "show") != 0) || argc > 8) {
+        fprintf(stderr, "usage: mailctl queue list [--domain D] [--json] | queue show ID [--json]\n");
+        return 2;
+    }
+    const char *req[8];
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        req[i - 1] = argv[i];
+        json = json || strcmp(argv[i], "--json") == 0;
+    }
+    if (strcmp(argv[1], "show") == 0 && (argc < 3 || argv[2][0] == '-')) {
+        fprintf(stderr, "usage: mailctl queue show ID [--json]\n");
+        return 2;
+    }
+    return qmgr_call(mc, argc - 1, req, json);
+}
+
 int cmd_reload(struct mailctl *mc, int argc, char **argv)
 {
     struct config *cfg = load(mc, true); /* report a bad main.cf here, with file:line */
@@ -283,7 +341,8 @@ static int config_man(void)
 /* daemons_present - config check: the programs the master will run */
 static bool daemons_present(const struct config *cfg)
 {
-    static const char *const progs[] = {"master", "smtpd", "qmgr"};
+    static const char *const progs[] = {"master", "smtpd", "qmgr", "dnscache", "delivery"};
+    /* the daemons master starts */
     bool ok = true;
     for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++) {
         char path[PATHS_MAX];

@@ -13,6 +13,8 @@ int cmd_stop(struct mailctl *mc, int argc, char **argv);
 int cmd_reload(struct mailctl *mc, int argc, char **argv);
 int cmd_status(struct mailctl *mc, int argc, char **argv);
 int cmd_config(struct mailctl *mc, int argc, char **argv);
+int cmd_flush(struct mailctl *mc, int argc, char **argv);
+int cmd_queue(struct mailctl *mc, int argc, char **argv);
 int cmd_ipc(struct mailctl *mc, int argc, char **argv);
 
 #endif

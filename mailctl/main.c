@@ -1,6 +1,7 @@
 /* main.c - mailctl: the operator's command line (DESIGN §4). Global option
  * -c CONFIG_DIR (or $BREAKWATER_CONFIG), then a command from the table. */
 #include "commands.h"
+#include "dns.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@ static const struct {
     {"reload", cmd_reload, "reload"},
     {"status", cmd_status, "status [--json]"},
     {"config", cmd_config, "config [-n] | config check"},
+    {"flush", cmd_flush, "flush [DOMAIN]"},
+    {"queue", cmd_queue, "queue list [--domain D] [--json] | queue show ID [--json]"},
+    {"dns", cmd_dns, "dns lookup NAME [MX|A|AAAA|PTR|TXT]"},
     {"ipc", cmd_ipc, "ipc --man"},
 };
 
@@ -55,6 +59,6 @@ int main(int argc, char **argv)
     for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
         if (strcmp(argv[i], commands[k].name) == 0)
             return commands[k].run(&mc, argc - i, argv + i);
-    fprintf(stderr, "mailctl: unknown command '%s' (this version has: start stop reload status config)\n", argv[i]);
+    fprintf(stderr, "mailctl: unknown command '%s' (see mailctl --help)\n", argv[i]);
     return 2;
 }

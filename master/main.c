@@ -340,7 +340,8 @@ int main(int argc, char **argv)
     /* Before any daemon inherits them: a caller's pipe must not stay open. */
     detach_stdio(foreground);
     log_info("breakwater %s starting, pid %ld, config %s", BW_VERSION, (long)getpid(), config_path(m.cfg));
-    if (!children_ensure(m.children, "qmgr", 1, false) ||
+    if (!children_ensure(m.children, "dnscache", 1, false) || !children_ensure(m.children, "qmgr", 1, false) ||
+        !children_ensure(m.children, "delivery", 1, false) ||
         !children_ensure(m.children, "smtpd", (int)cfg_int(m.cfg, P_smtpd_processes), true))
         startup_fail(ready_fd, "out of memory");
 

@@ -1,0 +1,225 @@
+/* main.c - delivery: the outbound SMTP client process (DESIGN §1). Hooks for
+ * the lib/server skeleton: the job channel to qmgr (private/qmgr, re-dialled
+ * when qmgr restarts), the dnscache client, the smtp_routes table, reload and
+ * graceful stop. The work is in job.c (routing, results) and smtp.c. */
+#include "delivery.h"
+#include "dnsc.h"
+#include "ipc.h"
+#include "job.h"
+#include "log.h"
+#include "paths.h"
+#include "peer.h"
+#include "server.h"
+#include "str.h"
+#include "table.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REDIAL_MS 500
+#define JOB_RCPTS_MAX 1000
+
+static struct delivery the_delivery;
+static struct peer *qmgr_link;
+static struct event *redial_ev, *stop_ev;
+
+static void schedule_redial(void)
+{
+    struct timeval tv = {0, REDIAL_MS * 1000};
+    if (!the_delivery.srv->stopping)
+        evtimer_add(redial_ev, &tv);
+}
+
+void delivery_report(struct delivery *dl, uint64_t job, const char *rcpt, int status, const char *dsn,
+                     const char *reply)
+{
+    if (qmgr_link == NULL)
+        return;
+    struct ipc_msg m;
+    if (ipc_begin(&m, IPC_DELIVERY_RESULT) && ipc_put_u64(&m, job) && ipc_put_str(&m, rcpt) &&
+        ipc_put_u64(&m, (uint64_t)status) && ipc_put_str(&m, dsn) && ipc_put_str(&m, reply) && ipc_finish(&m))
+        peer_send(qmgr_link, &m);
+    ipc_msg_free(&m);
+}
+
+void delivery_job_add(struct delivery *dl, struct job *j)
+{
+    if (dl->n_jobs == dl->cap_jobs) {
+        size_t cap = dl->cap_jobs ? dl->cap_jobs * 2 : 64;
+        struct job **p = realloc(dl->jobs, cap * sizeof *p);
+        if (p == NULL)
+            log_fatal("out of memory for the job table"); /* qmgr requeues */
+        dl->jobs = p;
+        dl->cap_jobs = cap;
+    }
+    dl->jobs[dl->n_jobs++] = j;
+}
+
+void delivery_job_gone(struct delivery *dl, struct job *j)
+{
+    for (size_t i = 0; i < dl->n_jobs; i++)
+        if (dl->jobs[i] == j) {
+            dl->jobs[i] = dl->jobs[--dl->n_jobs];
+            break;
+        }
+    if (dl->srv->stopping && dl->n_jobs == 0)
+        server_exit_loop(dl->srv);
+}
+
+static bool on_qmgr_msg(struct peer *p, struct ipc_msg *m, void *arg)
+{
+    struct delivery *dl = arg;
+    if (m->type != IPC_QMGR_DELIVER) {
+        log_warn("unexpected %s message from qmgr", ipc_type_name(m->type));
+        return false;
+    }
+    uint64_t job;
+    const char *id, *domain, *vg, *rcpts[JOB_RCPTS_MAX];
+    size_t n = 0;
+    if (!ipc_get_u64(m, &job) || !ipc_get_str(m, &id) || !ipc_get_str(m, &domain) || !ipc_get_str(m, &vg))
+        return false;
+    while (ipc_more(m) && n < JOB_RCPTS_MAX)
+        if (!ipc_get_str(m, &rcpts[n++]))
+            return false;
+    if (!ipc_end(m) || n == 0)
+        return false;
+    if (dl->srv->stopping) {
+        for (size_t i = 0; i < n; i++)
+            delivery_report(dl, job, rcpts[i], JR_DEFERRED, "4.3.2", "delivery agent is stopping");
+        return true;
+    }
+    job_start(dl, job, id, domain, vg, rcpts, n);
+    return true;
+}
+
+static void on_qmgr_close(struct peer *p, void *arg)
+{
+    log_warn("lost the connection to qmgr; dialling again");
+    peer_free(qmgr_link);
+    qmgr_link = NULL;
+    schedule_redial();
+}
+
+static void dial_qmgr(evutil_socket_t fd, short what, void *arg)
+{
+    struct delivery *dl = arg;
+    char path[PATHS_MAX];
+    if (qmgr_link || !paths_private_socket(dl->queue_directory, "qmgr", path, sizeof path))
+        return;
+    qmgr_link = peer_connect_unix(dl->base, path, on_qmgr_msg, on_qmgr_close, dl);
+    if (qmgr_link == NULL) {
+        schedule_redial();
+        return;
+    }
+    struct ipc_msg h;
+    if (ipc_begin(&h, IPC_HELLO) && ipc_put_u64(&h, IPC_VERSION) && ipc_put_str(&h, "delivery") &&
+        ipc_put_u64(&h, (uint64_t)getpid()) && ipc_finish(&h))
+        peer_send(qmgr_link, &h);
+    ipc_msg_free(&h);
+}
+
+/* load_settings - values and the routes table from cfg */
+static bool load_settings(struct delivery *dl, const struct config *cfg, char *err, size_t errlen)
+{
+    char terr[TABLE_ERR_MAX];
+    struct table *routes = table_load(cfg_str(cfg, P_smtp_routes), terr);
+    if (routes == NULL) {
+        str_copy(err, errlen, terr);
+        return false;
+    }
+    char *helo = str_dup(cfg_str(cfg, P_smtp_helo_name));
+    if (helo == NULL) {
+        table_free(routes);
+        return str_copy(err, errlen, "out of memory"), false;
+    }
+    table_free(dl->routes);
+    dl->routes = routes;
+    free(dl->helo_name);
+    dl->helo_name = helo;
+    dl->remote_port = (int)cfg_int(cfg, P_smtp_remote_port);
+    dl->connect_timeout_s = (int)cfg_int(cfg, P_smtp_connect_timeout);
+    dl->timeout_s = (int)cfg_int(cfg, P_smtp_timeout);
+    return true;
+}
+
+static bool delivery_post_init(struct server *srv)
+{
+    struct delivery *dl = &the_delivery;
+    dl->srv = srv;
+    dl->base = srv->base;
+    srv->app = dl;
+    char err[512], path[PATHS_MAX];
+    if ((dl->queue_directory = str_dup(cfg_str(srv->cfg, P_queue_directory))) == NULL)
+        log_fatal("out of memory");
+    if (!load_settings(dl, srv->cfg, err, sizeof err))
+        log_fatal("smtp_routes: %s", err);
+    if (!paths_private_socket(dl->queue_directory, "dnscache", path, sizeof path) ||
+        (dl->dns = dnsc_new(srv->base, path)) == NULL)
+        log_fatal("cannot create the dnscache client");
+    redial_ev = evtimer_new(srv->base, dial_qmgr, dl);
+    if (redial_ev == NULL)
+        log_fatal("out of memory");
+    dial_qmgr(-1, 0, dl);
+    return true;
+}
+
+static void delivery_on_reload(struct server *srv, struct config *old)
+{
+    char err[512];
+    if (!load_settings(&the_delivery, srv->cfg, err, sizeof err))
+        log_error("reload: smtp_routes: %s; keeping the old routes", err);
+}
+
+static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct delivery *dl = arg;
+    log_warn("stop_timeout: %zu deliveries still running are abandoned (qmgr retries them)", dl->n_jobs);
+    server_exit_loop(dl->srv);
+}
+
+static void delivery_on_stop(struct server *srv)
+{
+    struct delivery *dl = srv->app;
+    evtimer_del(redial_ev);
+    if (dl->n_jobs == 0) {
+        server_exit_loop(srv);
+        return;
+    }
+    stop_ev = evtimer_new(srv->base, on_stop_timer, dl);
+    struct timeval tv = {cfg_int(srv->cfg, P_stop_timeout), 0};
+    if (stop_ev == NULL || evtimer_add(stop_ev, &tv) != 0)
+        server_exit_loop(srv);
+}
+
+static void delivery_on_exit(struct server *srv)
+{
+    struct delivery *dl = &the_delivery;
+    while (dl->n_jobs > 0)
+        job_abort(dl->jobs[dl->n_jobs - 1]);
+    free(dl->jobs);
+    peer_free(qmgr_link);
+    qmgr_link = NULL;
+    dnsc_free(dl->dns);
+    table_free(dl->routes);
+    if (redial_ev)
+        event_free(redial_ev);
+    if (stop_ev)
+        event_free(stop_ev);
+    free(dl->helo_name);
+    free(dl->queue_directory);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct server_hooks hooks = {
+        .post_init = delivery_post_init,
+        .on_reload = delivery_on_reload,
+        .on_stop = delivery_on_stop,
+        .on_exit = delivery_on_exit,
+    };
+    srandom((unsigned)time(NULL) ^ (unsigned)getpid());
+    return server_main(argc, argv, "delivery", &hooks);
+}

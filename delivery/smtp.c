@@ -1,0 +1,507 @@
+/* smtp.c - outbound SMTP client session of one job: targets in turn, EHLO
+ * with HELO fallback, SIZE, 8BITMIME, PIPELINING, dot-stuffed content, a
+ * result for every recipient. */
+#include "smtp.h"
+#include "delivery.h"
+#include "job.h"
+#include "log.h"
+#include "str.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define REPLY_MAX (64 * 1024)      /* a longer (multi-line) reply is a protocol error */
+#define LINE_MAX_LEN 4096
+#define CHUNK (64 * 1024)          /* content read per pread */
+#define OUT_LOW (64 * 1024)        /* refill the socket below this */
+#define EXPECT_MAX (2 + 1000 + 1)  /* MAIL + RCPTs + DATA */
+
+enum smtp_state { ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_TRANSACTION, ST_CONTENT, ST_DOT, ST_QUIT, ST_MAX };
+
+static const char *const state_names[ST_MAX] = {"connect", "greeting", "EHLO", "HELO", "MAIL/RCPT/DATA",
+                                                 "message content", "end of data", "QUIT"};
+
+enum expect_kind { EX_MAIL, EX_RCPT, EX_DATA };
+
+struct smtp_session {
+    struct job *j;
+    struct bufferevent *bev;
+    enum smtp_state state;
+    int target;                 /* index into j->targets */
+    char reply[REPLY_MAX];
+    size_t reply_len;
+    bool pipelining, has_size, has_8bitmime;
+    unsigned long long size_limit;
+    struct {
+        enum expect_kind kind;
+        size_t rcpt;
+    } expect[EXPECT_MAX];
+    size_t n_expect, next_expect;
+    bool mail_ok, mail_failed;
+    size_t n_accepted;
+    bool discard_dot;           /* 354 with no accepted recipient */
+    off_t sent;                 /* content bytes read so far */
+    bool at_line_start;
+    char last_error[1024];
+    bool *gone;                 /* a caller's flag, set when the session is freed */
+};
+
+static void next_target(struct smtp_session *s, const char *why);
+
+static void send_line(struct smtp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void send_line(struct smtp_session *s, const char *fmt, ...)
+{
+    char line[LINE_MAX_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof line - 2 ? (size_t)n : sizeof line - 3;
+    line[len++] = '\r';
+    line[len++] = '\n';
+    bufferevent_write(s->bev, line, len);
+}
+
+void smtp_free(struct smtp_session *s)
+{
+    if (s == NULL)
+        return;
+    if (s->gone)
+        *s->gone = true;
+    if (s->bev)
+        bufferevent_free(s->bev);
+    free(s);
+}
+
+/* finish - the job is over (results set or pending -> deferred) */
+static void finish(struct smtp_session *s, const char *reason)
+{
+    struct job *j = s->j;
+    j->session = NULL;
+    char why[1100];
+    str_copy(why, sizeof why, reason ? reason : s->last_error);
+    smtp_free(s);
+    job_finish(j, why[0] ? why : NULL);
+}
+
+static void on_quit_written(struct bufferevent *bev, void *arg)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_free(bev);
+}
+
+static void on_quit_event(struct bufferevent *bev, short what, void *arg) { bufferevent_free(bev); }
+
+static void on_quit_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+/* quit_and_finish - the results are known: report them now, and let the
+ * connection say QUIT and close on its own (bounded by a short timeout) */
+static void quit_and_finish(struct smtp_session *s)
+{
+    struct job *j = s->j;
+    send_line(s, "QUIT");
+    struct bufferevent *bev = s->bev;
+    s->bev = NULL;
+    struct timeval tv = {5, 0};
+    bufferevent_set_timeouts(bev, &tv, &tv);
+    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(bev, on_quit_read, on_quit_written, on_quit_event, NULL);
+    j->session = NULL;
+    smtp_free(s);
+    job_finish(j, NULL);
+}
+
+/* relay_text - host[ip]:port of the current target into the job */
+static void set_relay(struct smtp_session *s)
+{
+    struct target *t = &s->j->targets[s->target];
+    char ep[INET_STR_MAX], ip[INET6_ADDRSTRLEN];
+    inet_addr_str((struct sockaddr *)&t->ep.ss, ip, sizeof ip);
+    str_fmt(ep, sizeof ep, "%d", inet_port((struct sockaddr *)&t->ep.ss));
+    str_fmt(s->j->relay, sizeof s->j->relay, "%s[%s]:%s", t->host, ip, ep);
+}
+
+/* ---- content ---- */
+
+/* pump_content - refill the output with dot-stuffed content */
+static void pump_content(struct smtp_session *s)
+{
+    struct job *j = s->j;
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    char in[CHUNK], buf[2 * CHUNK + 8];
+    while (evbuffer_get_length(out) < OUT_LOW && (size_t)s->sent < j->content_len) {
+        size_t want = j->content_len - (size_t)s->sent < CHUNK ? j->content_len - (size_t)s->sent : CHUNK;
+        ssize_t n = pread(j->fd, in, want, j->content_off + s->sent);
+        if (n <= 0) {
+            job_set_all(j, true, JR_DEFERRED, "4.3.0", "queue file read error");
+            finish(s, "queue file read error");
+            return;
+        }
+        size_t o = 0;
+        for (ssize_t i = 0; i < n; i++) {
+            if (s->at_line_start && in[i] == '.')
+                buf[o++] = '.';
+            buf[o++] = in[i];
+            s->at_line_start = in[i] == '\n';
+        }
+        evbuffer_add(out, buf, o);
+        s->sent += n;
+    }
+    if ((size_t)s->sent >= j->content_len && s->state == ST_CONTENT) {
+        if (!s->at_line_start)
+            evbuffer_add(out, "\r\n", 2);
+        evbuffer_add(out, ".\r\n", 3);
+        s->state = ST_DOT;
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (s->state == ST_CONTENT)
+        pump_content(s);
+}
+
+/* ---- replies ---- */
+
+static int reply_code(const struct smtp_session *s) { return atoi(s->reply); }
+
+static void start_transaction(struct smtp_session *s)
+{
+    struct job *j = s->j;
+    if (s->has_size && s->size_limit > 0 && j->content_len > s->size_limit) {
+        char why[256];
+        str_fmt(why, sizeof why, "message size %zu exceeds the receiver's limit of %llu bytes", j->content_len,
+                s->size_limit);
+        job_set_all(j, false, JR_BOUNCED, "5.3.4", why);
+        quit_and_finish(s);
+        return;
+    }
+    s->state = ST_TRANSACTION;
+    s->n_expect = s->next_expect = 0;
+    s->mail_ok = s->mail_failed = false;
+    s->n_accepted = 0;
+    char params[128] = "";
+    size_t pl = 0;
+    if (s->has_size)
+        str_append(params, sizeof params, &pl, " SIZE=%zu", j->content_len);
+    if (s->has_8bitmime && j->eightbit)
+        str_append(params, sizeof params, &pl, " BODY=8BITMIME");
+    send_line(s, "MAIL FROM:<%s>%s", j->sender, params);
+    s->expect[s->n_expect++].kind = EX_MAIL;
+    size_t first = 0;
+    for (size_t i = first; i < j->n && s->n_expect < EXPECT_MAX - 1; i++) {
+        j->r[i].accepted = false;
+        if (j->r[i].result != JR_PENDING)
+            continue;
+        if (!s->pipelining && s->n_expect > 0 && i > first)
+            break; /* one at a time: the rest follow as replies come in */
+        if (s->pipelining) {
+            send_line(s, "RCPT TO:<%s>", j->r[i].addr);
+            s->expect[s->n_expect].kind = EX_RCPT;
+            s->expect[s->n_expect++].rcpt = i;
+        }
+    }
+    if (s->pipelining) {
+        send_line(s, "DATA");
+        s->expect[s->n_expect++].kind = EX_DATA;
+    }
+}
+
+/* next_rcpt - without PIPELINING: send the next RCPT or DATA */
+static void next_command(struct smtp_session *s, size_t after)
+{
+    struct job *j = s->j;
+    for (size_t i = after; i < j->n; i++) {
+        if (j->r[i].result != JR_PENDING)
+            continue;
+        send_line(s, "RCPT TO:<%s>", j->r[i].addr);
+        s->expect[s->n_expect].kind = EX_RCPT;
+        s->expect[s->n_expect++].rcpt = i;
+        return;
+    }
+    if (s->n_accepted == 0) {
+        quit_and_finish(s);
+        return;
+    }
+    send_line(s, "DATA");
+    s->expect[s->n_expect++].kind = EX_DATA;
+}
+
+static enum jrcpt_result result_of(int code) { return code >= 500 ? JR_BOUNCED : JR_DEFERRED; }
+
+/* on_transaction_reply - one reply of MAIL, RCPT or DATA, in order */
+static void on_transaction_reply(struct smtp_session *s)
+{
+    struct job *j = s->j;
+    int code = reply_code(s);
+    char dsn[16];
+    dsn_from_reply(s->reply, dsn);
+    if (s->next_expect >= s->n_expect) {
+        finish(s, "unexpected reply from the receiver");
+        return;
+    }
+    enum expect_kind kind = s->expect[s->next_expect].kind;
+    size_t ri = s->expect[s->next_expect].rcpt;
+    s->next_expect++;
+    switch (kind) {
+    case EX_MAIL:
+        if (code / 100 == 2) {
+            s->mail_ok = true;
+        } else {
+            s->mail_failed = true;
+            job_set_all(j, false, result_of(code), dsn, s->reply);
+        }
+        if (!s->pipelining) {
+            if (s->mail_failed)
+                quit_and_finish(s);
+            else
+                next_command(s, 0);
+        }
+        break;
+    case EX_RCPT:
+        if (!s->mail_failed) {
+            if (code / 100 == 2) {
+                j->r[ri].accepted = true;
+                s->n_accepted++;
+            } else {
+                job_set(j, ri, result_of(code), dsn, s->reply);
+            }
+        }
+        if (!s->pipelining)
+            next_command(s, ri + 1);
+        break;
+    case EX_DATA:
+        if (code == 354) {
+            if (s->n_accepted == 0 || s->mail_failed) { /* pipelined: nobody to deliver to */
+                s->discard_dot = true;
+                bufferevent_write(s->bev, ".\r\n", 3);
+                s->state = ST_DOT;
+                return;
+            }
+            s->state = ST_CONTENT;
+            s->sent = 0;
+            s->at_line_start = true;
+            pump_content(s);
+            return;
+        }
+        if (!s->mail_failed)
+            job_set_all(j, true, result_of(code), dsn, s->reply);
+        if (s->n_accepted == 0 || s->mail_failed || code / 100 != 2)
+            quit_and_finish(s);
+        break;
+    }
+}
+
+/* on_reply - one complete (possibly multi-line) reply */
+static void on_reply(struct smtp_session *s)
+{
+    struct job *j = s->j;
+    int code = reply_code(s);
+    char dsn[16];
+    dsn_from_reply(s->reply, dsn);
+    switch (s->state) {
+    case ST_GREETING:
+        if (code / 100 != 2) {
+            next_target(s, s->reply);
+            return;
+        }
+        send_line(s, "EHLO %s", j->dl->helo_name);
+        s->state = ST_EHLO;
+        return;
+    case ST_EHLO:
+        if (code / 100 == 2) {
+            /* Keywords: every line after the first. */
+            char *line = strchr(s->reply, '\n');
+            while (line) {
+                char *kw = line + 1;
+                if (strlen(kw) > 4)
+                    kw += 4;
+                if (strncasecmp(kw, "PIPELINING", 10) == 0)
+                    s->pipelining = true;
+                else if (strncasecmp(kw, "8BITMIME", 8) == 0)
+                    s->has_8bitmime = true;
+                else if (strncasecmp(kw, "SIZE", 4) == 0) {
+                    s->has_size = true;
+                    s->size_limit = strtoull(kw + 4, NULL, 10);
+                }
+                line = strchr(kw, '\n');
+            }
+            start_transaction(s);
+            return;
+        }
+        if (code / 100 == 5) {
+            send_line(s, "HELO %s", j->dl->helo_name);
+            s->state = ST_HELO;
+            return;
+        }
+        next_target(s, s->reply);
+        return;
+    case ST_HELO:
+        if (code / 100 != 2) {
+            next_target(s, s->reply);
+            return;
+        }
+        start_transaction(s);
+        return;
+    case ST_TRANSACTION:
+        on_transaction_reply(s);
+        return;
+    case ST_DOT:
+        if (!s->discard_dot) {
+            if (code / 100 == 2)
+                job_set_all(j, true, JR_SENT, dsn, s->reply);
+            else
+                job_set_all(j, true, result_of(code), dsn, s->reply);
+        }
+        quit_and_finish(s);
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct smtp_session *s = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        size_t n;
+        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+        if (line == NULL) {
+            if (evbuffer_get_length(in) > LINE_MAX_LEN) {
+                finish(s, "reply line too long from the receiver");
+                return;
+            }
+            return;
+        }
+        bool final = n < 4 || line[3] != '-';
+        bool valid = n >= 3 && line[0] >= '2' && line[0] <= '5' && line[1] >= '0' && line[1] <= '9' &&
+                     line[2] >= '0' && line[2] <= '9';
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)line[i] < 0x20)
+                line[i] = ' ';
+        if (!valid || s->reply_len + n + 2 >= REPLY_MAX) {
+            free(line);
+            finish(s, "malformed reply from the receiver");
+            return;
+        }
+        if (s->reply_len)
+            s->reply[s->reply_len++] = '\n';
+        memcpy(s->reply + s->reply_len, line, n);
+        s->reply_len += n;
+        s->reply[s->reply_len] = '\0';
+        free(line);
+        if (!final)
+            continue;
+        /* Keep the single-line form for logs: the last line carries the meaning. */
+        str_copy(s->last_error, sizeof s->last_error, strrchr(s->reply, '\n') ? strrchr(s->reply, '\n') + 1 : s->reply);
+        bool gone = false;
+        s->gone = &gone; /* set by smtp_free: on_reply may end the session */
+        on_reply(s);
+        if (gone)
+            return;
+        s->gone = NULL;
+        s->reply_len = 0;
+        s->reply[0] = '\0';
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct smtp_session *s = arg;
+    char why[1024];
+    if (what & BEV_EVENT_CONNECTED) {
+        gettimeofday(&s->j->t_connected, NULL);
+        struct timeval tv = {s->j->dl->timeout_s, 0};
+        bufferevent_set_timeouts(bev, &tv, &tv);
+        s->state = ST_GREETING;
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT)
+        str_fmt(why, sizeof why, "conversation with %s timed out while waiting for %s", s->j->relay,
+                state_names[s->state]);
+    else if (s->state == ST_CONNECT)
+        str_fmt(why, sizeof why, "connect to %s: %s", s->j->relay,
+                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else
+        str_fmt(why, sizeof why, "lost connection with %s while %s", s->j->relay, state_names[s->state]);
+    if (s->state <= ST_HELO || (s->state == ST_TRANSACTION && !s->mail_ok && !s->mail_failed)) {
+        next_target(s, why); /* nothing was said about the recipients yet */
+        return;
+    }
+    job_set_all(s->j, s->state >= ST_CONTENT, JR_DEFERRED, "4.4.2", why);
+    finish(s, why);
+}
+
+/* connect_target - open a connection to targets[s->target] */
+static void connect_target(struct smtp_session *s)
+{
+    struct job *j = s->j;
+    if (s->bev)
+        bufferevent_free(s->bev);
+    s->bev = bufferevent_socket_new(j->dl->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (s->bev == NULL) {
+        finish(s, "delivery agent out of memory");
+        return;
+    }
+    s->state = ST_CONNECT;
+    s->pipelining = s->has_size = s->has_8bitmime = false;
+    s->reply_len = 0;
+    set_relay(s);
+    struct timeval tv = {j->dl->connect_timeout_s, 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+    bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    struct target *t = &j->targets[s->target];
+    if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&t->ep.ss, (int)t->ep.len) != 0) {
+        char why[512];
+        str_fmt(why, sizeof why, "connect to %s: %s", j->relay, strerror(errno));
+        next_target(s, why);
+    }
+}
+
+/* next_target - this host failed before any recipient result: try the next */
+static void next_target(struct smtp_session *s, const char *why)
+{
+    str_copy(s->last_error, sizeof s->last_error, why);
+    log_info("%s: %s", s->j->msgid, why);
+    if (++s->target >= s->j->n_targets) {
+        char dsn[16];
+        dsn_from_reply(why, dsn);
+        /* A 5xx greeting or EHLO from every host is still only a deferral:
+         * the hosts may accept later; connection failures are 4.4.1. */
+        job_set_all(s->j, false, JR_DEFERRED, why[0] == '4' || why[0] == '5' ? "4.4.2" : "4.4.1", why);
+        finish(s, why);
+        return;
+    }
+    connect_target(s);
+}
+
+void smtp_start(struct job *j)
+{
+    struct smtp_session *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        job_finish(j, "delivery agent out of memory");
+        return;
+    }
+    s->j = j;
+    j->session = s;
+    s->target = 0;
+    connect_target(s);
+}

@@ -1,0 +1,18 @@
+/* smtp.h - the outbound SMTP client session of one job (RFC 5321): tries the
+ * job's targets in turn, speaks EHLO (HELO fallback), SIZE, 8BITMIME,
+ * PIPELINING, sends the message dot-stuffed, and records a result per
+ * recipient. Owns its bufferevent and timers. */
+#ifndef BW_DELIVERY_SMTP_H
+#define BW_DELIVERY_SMTP_H
+
+struct job;
+struct smtp_session;
+
+/* smtp_start - connect to the job's first target and run the transaction;
+ * when it is over, job_finish() is called (from the event loop). */
+void smtp_start(struct job *j);
+
+/* smtp_free - close at once (job_abort). NULL is fine. */
+void smtp_free(struct smtp_session *s);
+
+#endif
