@@ -17,7 +17,11 @@
 #   BENCH_ONLY=breakwater|postfix   measure only one side
 #   BENCH_BW_PARAMS="k=v ..."       extra Breakwater main.cf settings
 #                        (e.g. spool_sync_method=fsync)
-#   BENCH_POSTFIX_MODE=hold|defer   how Postfix keeps mail queued (default hold)
+#   BENCH_POSTFIX_MODES="relay hold"  Postfix configurations to measure, each
+#                        against the same Breakwater figure; the first is the
+#                        headline (relay: qmgr+smtp defer the mail at a closed
+#                        relayhost, as Breakwater's qmgr+delivery do; hold:
+#                        intake only; defer: defer_transports)
 #   BENCH_TIMEOUT=S      limit for one smtp-source run (default 900 s)
 #   BENCH_KEEP=1         keep the work dir of a failed run for inspection
 #   BENCH_SINK=0         skip the client-ceiling run against smtp-sink
@@ -34,6 +38,10 @@ else COUNT=20000; fi
 SESSIONS=${BENCH_SESSIONS:-50}
 SIZES=${BENCH_SIZES:-"4096 51200"}
 RUNS=${BENCH_RUNS:-1}
+# Postfix modes (benchlib.py): relay = like Breakwater, the delivery agent
+# finds the route closed and defers; hold = intake only.  The first one is
+# the one on the "accept" line.
+PF_MODES=${BENCH_POSTFIX_MODES:-${BENCH_POSTFIX_MODE:-relay hold}}
 ONLY=${BENCH_ONLY:-}
 TIMEOUT=${BENCH_TIMEOUT:-900}
 read -r -a BW_PARAMS <<< "${BENCH_BW_PARAMS:-}"
@@ -63,10 +71,12 @@ label() {   # payload size -> label used in the summary
 
 want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 
-# run_one KIND SIZE: sets RATE (msg/s, or "FAILED"), QUEUED, DURABILITY, ELAPSED
+# run_one KIND SIZE [POSTFIX_MODE]: sets RATE (msg/s, or "FAILED"), QUEUED,
+# DURABILITY, ELAPSED, DOWNSTREAM (what the delivery side did meanwhile)
 run_one() {
-    local kind=$1 size=$2 w port t0 t1 rc err queued other
-    RATE=FAILED QUEUED=? DURABILITY=? ELAPSED=?
+    local kind=$1 size=$2 mode=${3:-} w port t0 t1 rc err queued other log
+    RATE=FAILED QUEUED=? DURABILITY=? ELAPSED=? DOWNSTREAM=
+    [ -n "$mode" ] && export BENCH_POSTFIX_MODE=$mode
     w=$($LIB workdir) || die "cannot make a work dir"
     WORKDIRS+=("$w")
     if [ "$kind" = bw ]; then
@@ -99,6 +109,8 @@ run_one() {
     fi
     [ "$kind" = bw ] && [ "${other:-0}" != 0 ] && \
         echo "accept.sh: bw: WARNING: $other files left in incoming/" >&2
+    if [ "$kind" = bw ]; then log="$w/bw/log/breakwater.log"; else log="$w/pf/maillog"; fi
+    DOWNSTREAM="$(grep -c 'status=deferred' "$log") deferrals, $(grep -c 'connect to .*Connection refused$' "$log") connection attempts to the closed route"
     $LIB "$kind-stop" "$w"
     if [ "$RATE" = FAILED ] && [ "${BENCH_KEEP:-0}" = 1 ]; then
         echo "accept.sh: keeping $w" >&2
@@ -136,7 +148,7 @@ median() {  # median of numeric args; FAILED if any failed
     local v
     for v in "$@"; do [[ $v =~ ^[0-9.]+$ ]] || { echo FAILED; return; }; done
     printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
-        END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        END { printf "%.0f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 if want breakwater; then
@@ -147,33 +159,59 @@ fi
 echo "accept.sh: $COUNT messages per run, $SESSIONS sessions, sizes: $SIZES, runs: $RUNS" >&2
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 SUMMARY=()
+ratio_of() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'
+}
+declare -A PF_D
 for size in $SIZES; do
     lbl=$(label "$size")
-    bw_rates=() pf_rates=() bw_q=- pf_q=- bw_d=- pf_d=-
+    bw_rates=() bw_q=- bw_d=-
+    declare -A pf_rates=() pf_q=()
     for ((r = 1; r <= RUNS; r++)); do
         if want breakwater; then
             run_one bw "$size"
             bw_rates+=("$RATE") bw_q=$QUEUED bw_d=$DURABILITY
-            echo "accept.sh: run $r $lbl breakwater: $COUNT msgs in ${ELAPSED}s = $RATE msg/s, queued $QUEUED" >&2
+            echo "accept.sh: run $r $lbl breakwater: $COUNT msgs in ${ELAPSED}s = $RATE msg/s, queued $QUEUED; meanwhile $DOWNSTREAM" >&2
         fi
         if want postfix; then
-            run_one pf "$size"
-            pf_rates+=("$RATE") pf_q=$QUEUED pf_d=$DURABILITY
-            echo "accept.sh: run $r $lbl postfix: $COUNT msgs in ${ELAPSED}s = $RATE msg/s, queued $QUEUED" >&2
+            for mode in $PF_MODES; do
+                run_one pf "$size" "$mode"
+                pf_rates[$mode]+=" $RATE" pf_q[$mode]=$QUEUED PF_D[$mode]=$DURABILITY
+                echo "accept.sh: run $r $lbl postfix ($mode): $COUNT msgs in ${ELAPSED}s = $RATE msg/s, queued $QUEUED; meanwhile $DOWNSTREAM" >&2
+            done
         fi
     done
     bw=$( [ ${#bw_rates[@]} -gt 0 ] && median "${bw_rates[@]}" || echo -)
-    pf=$( [ ${#pf_rates[@]} -gt 0 ] && median "${pf_rates[@]}" || echo -)
-    ratio=$(awk -v a="$bw" -v b="$pf" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }')
-    per_run=
-    if [ "$RUNS" -gt 1 ] && [ ${#bw_rates[@]} -eq "$RUNS" ] && [ ${#pf_rates[@]} -eq "$RUNS" ]; then
-        for ((r = 0; r < RUNS; r++)); do
-            per_run+=" $(awk -v a="${bw_rates[r]}" -v b="${pf_rates[r]}" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.0f/%.0f=%.2f", a, b, a / b; else print "failed" }')"
-        done
-        per_run=" (medians of $RUNS; per run:$per_run)"
+    first=1
+    for mode in ${PF_MODES:-none}; do
+        if want postfix; then
+            read -r -a runs <<< "${pf_rates[$mode]}"
+            pf=$(median "${runs[@]}")
+        else
+            runs=() pf=-
+        fi
+        ratio=$(ratio_of "$bw" "$pf")
+        per_run=
+        if [ "$RUNS" -gt 1 ] && [ ${#bw_rates[@]} -eq "$RUNS" ] && [ ${#runs[@]} -eq "$RUNS" ]; then
+            for ((r = 0; r < RUNS; r++)); do
+                per_run+=" $(awk -v a="${bw_rates[r]}" -v b="${runs[r]}" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.0f/%.0f=%.2f", a, b, a / b; else print "failed" }')"
+            done
+            per_run=" (medians of $RUNS; per run:$per_run)"
+        fi
+        if [ $first = 1 ]; then
+            SUMMARY+=("accept $lbl: breakwater $bw msg/s, postfix $pf msg/s, ratio $ratio$per_run")
+            want postfix && SUMMARY+=("  (postfix mode: $mode)")
+            first=0
+        else
+            SUMMARY+=("  vs postfix mode $mode: postfix $pf msg/s, ratio $ratio$per_run")
+        fi
+    done
+    q="  queued $lbl: breakwater $bw_q"
+    if want postfix; then
+        for mode in $PF_MODES; do q+=", postfix ($mode) ${pf_q[$mode]}"; done
     fi
-    SUMMARY+=("accept $lbl: breakwater $bw msg/s, postfix $pf msg/s, ratio $ratio$per_run")
-    SUMMARY+=("  queued $lbl: breakwater $bw_q, postfix $pf_q")
+    SUMMARY+=("$q")
+    unset pf_rates pf_q
     if [ "${BENCH_SINK:-1}" = 1 ]; then
         sink=$(sink_rate "$size")
         echo "accept.sh: $lbl smtp-sink (client ceiling): $sink msg/s" >&2
@@ -186,5 +224,7 @@ echo "== accept benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $CO
 echo "  load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%s\n' "${SUMMARY[@]}"
 want breakwater && echo "  durability breakwater: $bw_d"
-want postfix && echo "  durability postfix: $pf_d"
+if want postfix; then
+    for mode in $PF_MODES; do echo "  durability postfix ($mode): ${PF_D[$mode]}"; done
+fi
 exit 0

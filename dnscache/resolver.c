@@ -152,18 +152,20 @@ const char *dns_reply_kind_name(enum dns_reply_kind k)
 
 /* ---- reply parsing ---- */
 
-/* put_name - a domain name rdf without its final dot ("." stays) */
+/* put_name - a domain name rdf in lower case without its final dot ("."
+ * stays). Lower case because name compression makes the case a server
+ * sends depend on the other names in the packet. */
 static bool put_name(struct buf *b, const ldns_rdf *rdf)
 {
     if (rdf == NULL || ldns_rdf_get_type(rdf) != LDNS_RDF_TYPE_DNAME)
         return false;
     char *s = ldns_rdf2str(rdf);
     if (s == NULL)
-        return false;
+        return errno = ENOMEM, false;
     size_t len = strlen(s);
     if (len > 1 && s[len - 1] == '.')
         s[--len] = '\0';
-    bool ok = buf_puts(b, s);
+    bool ok = buf_puts(b, str_lower(s));
     free(s);
     return ok;
 }
@@ -254,12 +256,11 @@ static bool question_matches(const ldns_pkt *p, const char *qname, uint16_t qtyp
 /* collect - follow CNAMEs from the question name and turn the records of
  * qtype at the end of the chain into text; *min_ttl is lowered to the
  * smallest TTL used. False on ENOMEM. */
-static bool collect(const ldns_pkt *p, uint16_t qtype, struct dns_result *out, uint32_t *min_ttl, bool *chain)
+static bool collect(const ldns_pkt *p, uint16_t qtype, struct dns_result *out, uint32_t *min_ttl)
 {
     const ldns_rr_list *ans = ldns_pkt_answer(p);
     const ldns_rdf *cur = ldns_rr_owner(ldns_rr_list_rr(ldns_pkt_question(p), 0));
     size_t nans = ans ? ldns_rr_list_rr_count(ans) : 0;
-    *chain = false;
     for (int links = 0; links < DNS_CNAME_MAX; links++) {
         const ldns_rr *cname = NULL;
         for (size_t i = 0; i < nans && cname == NULL; i++) {
@@ -270,7 +271,6 @@ static bool collect(const ldns_pkt *p, uint16_t qtype, struct dns_result *out, u
         }
         if (cname == NULL)
             break;
-        *chain = true;
         if (ldns_rr_ttl(cname) < *min_ttl)
             *min_ttl = ldns_rr_ttl(cname);
         cur = ldns_rr_rdf(cname, 0);
@@ -326,11 +326,13 @@ enum dns_reply_kind dns_reply_parse(const uint8_t *wire, size_t len, uint16_t id
         kind = DNS_REPLY_TRUNCATED;
     } else if (rc == LDNS_RCODE_NOERROR || rc == LDNS_RCODE_NXDOMAIN) {
         uint32_t ttl = UINT32_MAX;
-        bool chain = false;
-        if (rc == LDNS_RCODE_NOERROR && !collect(p, qtype, out, &ttl, &chain)) {
+        /* Through a CNAME, the CNAME's TTL bounds a negative answer too. */
+        if (!collect(p, qtype, out, &ttl)) {
             dns_result_clear(out);
             kind = DNS_REPLY_NOMEM;
         } else {
+            if (rc == LDNS_RCODE_NXDOMAIN)
+                dns_result_clear(out);
             if (rc == LDNS_RCODE_NXDOMAIN || out->n == 0) {
                 uint32_t neg = negative_ttl(p);
                 ttl = neg < ttl ? neg : ttl;

@@ -26,7 +26,8 @@
  * turned into text in the order the server sent them, at most
  * DNSC_RECORDS_MAX: MX "PREF EXCHANGE", A and AAAA as inet_ntop prints them,
  * PTR the name, TXT the character-strings joined, with control bytes
- * written as \DDD. Names lose their final dot ("." stays "."). ttl is the
+ * written as \DDD. Names are in lower case without their final dot ("."
+ * stays "."). ttl is the
  * smallest TTL of the records and CNAMEs used; for NXDOMAIN and NODATA it is
  * min(SOA TTL, SOA MINIMUM) of the authority section (RFC 2308), 0 without a
  * SOA.

@@ -443,6 +443,16 @@ class Breakwater:
             "monitor_listen": "",
         }
         self.params.update(params or {})
+        if "smtp_routes" not in self.params and "dns_servers" not in self.params:
+            # Intake tests keep their mail queued: every destination is routed
+            # to a closed loopback port, so delivery defers and files stay put
+            # (no DNS traffic leaves the machine either).
+            routes = os.path.join(self.config_dir, "hold_routes")
+            with open(routes, "w") as f:
+                f.write("* 127.0.0.1:9\n")
+            os.chmod(routes, 0o644)
+            self.params["smtp_routes"] = routes
+            self.params["dns_servers"] = "127.0.0.1:9"
         self.known_pids = set()
         self.allow_daemon_exits = False
         self._health_offset = 0
