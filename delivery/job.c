@@ -272,8 +272,15 @@ static void on_mx(void *arg, const struct dnsc_answer *ans)
     lookup_addresses(j);
 }
 
-/* route - static route first, else MX */
+/* route - a cached connection first, then static route, else MX */
 static void route(struct job *j)
+{
+    if (smtp_reuse(j))
+        return;
+    job_route_fresh(j);
+}
+
+void job_route_fresh(struct job *j)
 {
     const char *r = j->dl->routes ? table_find_domain(j->dl->routes, j->domain, "*") : NULL;
     if (r) {

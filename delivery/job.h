@@ -97,6 +97,10 @@ void job_set_all(struct job *j, bool only_accepted, enum jrcpt_result res, const
  * recipients are reported deferred with reason. */
 void job_finish(struct job *j, const char *reason);
 
+/* job_route_fresh - resolve the route and connect anew (a cached
+ * connection failed its RSET probe). */
+void job_route_fresh(struct job *j);
+
 /* job_abort - free at once without reporting (shutdown). */
 void job_abort(struct job *j);
 

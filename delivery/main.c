@@ -10,6 +10,7 @@
 #include "paths.h"
 #include "peer.h"
 #include "server.h"
+#include "smtp.h"
 #include "str.h"
 #include "table.h"
 
@@ -184,6 +185,7 @@ static void delivery_on_stop(struct server *srv)
 {
     struct delivery *dl = srv->app;
     evtimer_del(redial_ev);
+    smtp_close_idle();
     if (dl->n_jobs == 0) {
         server_exit_loop(srv);
         return;
@@ -199,6 +201,7 @@ static void delivery_on_exit(struct server *srv)
     struct delivery *dl = &the_delivery;
     while (dl->n_jobs > 0)
         job_abort(dl->jobs[dl->n_jobs - 1]);
+    smtp_close_idle();
     free(dl->jobs);
     peer_free(qmgr_link);
     qmgr_link = NULL;

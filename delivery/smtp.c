@@ -5,6 +5,7 @@
 #include "delivery.h"
 #include "job.h"
 #include "log.h"
+#include "server.h"
 #include "str.h"
 
 #include <errno.h>
@@ -24,10 +25,15 @@
 #define OUT_LOW (64 * 1024)        /* refill the socket below this */
 #define EXPECT_MAX (2 + 1000 + 1)  /* MAIL + RCPTs + DATA */
 
-enum smtp_state { ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_TRANSACTION, ST_CONTENT, ST_DOT, ST_QUIT, ST_MAX };
+#define IDLE_S 5                   /* an idle connection waits this long for the next message */
+#define MESSAGES_PER_CONNECTION 100 /* then QUIT and connect anew (destination_controls later) */
+#define IDLE_MAX 1000              /* idle connections kept per process */
 
-static const char *const state_names[ST_MAX] = {"connect", "greeting", "EHLO", "HELO", "MAIL/RCPT/DATA",
-                                                 "message content", "end of data", "QUIT"};
+enum smtp_state { ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_RSET, ST_TRANSACTION, ST_CONTENT, ST_DOT, ST_IDLE,
+                  ST_MAX };
+
+static const char *const state_names[ST_MAX] = {"connect", "greeting", "EHLO", "HELO", "RSET", "MAIL/RCPT/DATA",
+                                                 "message content", "end of data", "idle"};
 
 enum expect_kind { EX_MAIL, EX_RCPT, EX_DATA };
 
@@ -52,7 +58,28 @@ struct smtp_session {
     bool at_line_start;
     char last_error[1024];
     bool *gone;                 /* a caller's flag, set when the session is freed */
+    /* connection reuse */
+    struct delivery *dl;
+    char key[600];              /* "vg domain" this connection serves */
+    char relay[INET_STR_MAX + 300];
+    int messages;               /* transactions done on this connection */
+    struct smtp_session *idle_next, *idle_prev;
 };
+
+static struct smtp_session *idle_list;
+static size_t n_idle;
+
+static void idle_unlink(struct smtp_session *s)
+{
+    if (s->idle_prev)
+        s->idle_prev->idle_next = s->idle_next;
+    else if (idle_list == s)
+        idle_list = s->idle_next;
+    if (s->idle_next)
+        s->idle_next->idle_prev = s->idle_prev;
+    s->idle_next = s->idle_prev = NULL;
+    n_idle--;
+}
 
 static void next_target(struct smtp_session *s, const char *why);
 
@@ -78,6 +105,8 @@ void smtp_free(struct smtp_session *s)
         return;
     if (s->gone)
         *s->gone = true;
+    if (s->state == ST_IDLE)
+        idle_unlink(s);
     if (s->bev)
         bufferevent_free(s->bev);
     free(s);
@@ -113,6 +142,26 @@ static void on_quit_read(struct bufferevent *bev, void *arg)
 static void quit_and_finish(struct smtp_session *s)
 {
     struct job *j = s->j;
+    if (s->messages + 1 < MESSAGES_PER_CONNECTION && n_idle < IDLE_MAX && !j->dl->srv->stopping) {
+        /* Keep the connection for the next message to this destination. */
+        s->messages++;
+        s->j = NULL;
+        j->session = NULL;
+        s->state = ST_IDLE;
+        str_copy(s->relay, sizeof s->relay, j->relay);
+        str_fmt(s->key, sizeof s->key, "%s %s", j->vg, j->domain);
+        struct timeval tv = {IDLE_S, 0};
+        bufferevent_set_timeouts(s->bev, &tv, NULL);
+        bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+        s->idle_next = idle_list;
+        s->idle_prev = NULL;
+        if (idle_list)
+            idle_list->idle_prev = s;
+        idle_list = s;
+        n_idle++;
+        job_finish(j, NULL);
+        return;
+    }
     send_line(s, "QUIT");
     struct bufferevent *bev = s->bev;
     s->bev = NULL;
@@ -358,6 +407,17 @@ static void on_reply(struct smtp_session *s)
         }
         start_transaction(s);
         return;
+    case ST_RSET:
+        if (code / 100 != 2) { /* the cached connection is no good: a fresh one */
+            struct job *jj = s->j;
+            jj->session = NULL;
+            s->j = NULL;
+            smtp_free(s);
+            job_route_fresh(jj);
+            return;
+        }
+        start_transaction(s);
+        return;
     case ST_TRANSACTION:
         on_transaction_reply(s);
         return;
@@ -375,10 +435,27 @@ static void on_reply(struct smtp_session *s)
     }
 }
 
+/* idle_close - an idle connection is done: QUIT (best effort) and free */
+static void idle_close(struct smtp_session *s)
+{
+    bufferevent_write(s->bev, "QUIT\r\n", 6);
+    struct bufferevent *bev = s->bev;
+    s->bev = NULL;
+    struct timeval tv = {2, 0};
+    bufferevent_set_timeouts(bev, &tv, &tv);
+    bufferevent_setcb(bev, on_quit_read, on_quit_written, on_quit_event, NULL);
+    smtp_free(s);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct smtp_session *s = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (s->state == ST_IDLE) { /* e.g. "421 idle timeout" from the receiver */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        idle_close(s);
+        return;
+    }
     for (;;) {
         size_t n;
         char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
@@ -425,6 +502,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct smtp_session *s = arg;
     char why[1024];
+    if (s->state == ST_IDLE) {
+        if (what & BEV_EVENT_TIMEOUT)
+            idle_close(s);
+        else
+            smtp_free(s);
+        return;
+    }
     if (what & BEV_EVENT_CONNECTED) {
         gettimeofday(&s->j->t_connected, NULL);
         struct timeval tv = {s->j->dl->timeout_s, 0};
@@ -493,6 +577,35 @@ static void next_target(struct smtp_session *s, const char *why)
     connect_target(s);
 }
 
+bool smtp_reuse(struct job *j)
+{
+    char key[600];
+    str_fmt(key, sizeof key, "%s %s", j->vg, j->domain);
+    for (struct smtp_session *s = idle_list; s; s = s->idle_next) {
+        if (strcmp(s->key, key) != 0)
+            continue;
+        idle_unlink(s);
+        s->j = j;
+        j->session = s;
+        str_copy(j->relay, sizeof j->relay, s->relay);
+        gettimeofday(&j->t_connected, NULL);
+        struct timeval tv = {j->dl->timeout_s, 0};
+        bufferevent_set_timeouts(s->bev, &tv, &tv);
+        bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
+        s->reply_len = 0;
+        s->state = ST_RSET;
+        send_line(s, "RSET");
+        return true;
+    }
+    return false;
+}
+
+void smtp_close_idle(void)
+{
+    while (idle_list)
+        idle_close(idle_list);
+}
+
 void smtp_start(struct job *j)
 {
     struct smtp_session *s = calloc(1, sizeof *s);
@@ -501,6 +614,7 @@ void smtp_start(struct job *j)
         return;
     }
     s->j = j;
+    s->dl = j->dl;
     j->session = s;
     s->target = 0;
     connect_target(s);

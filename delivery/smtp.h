@@ -12,6 +12,14 @@ struct smtp_session;
  * when it is over, job_finish() is called (from the event loop). */
 void smtp_start(struct job *j);
 
+/* smtp_reuse - give the job an idle connection to the same (gateway,
+ * domain), probed with RSET, instead of routing anew; false if none. */
+#include <stdbool.h>
+bool smtp_reuse(struct job *j);
+
+/* smtp_close_idle - QUIT every idle connection (shutdown). */
+void smtp_close_idle(void);
+
 /* smtp_free - close at once (job_abort). NULL is fine. */
 void smtp_free(struct smtp_session *s);
 

@@ -116,6 +116,8 @@ struct qmgr_queue {
     uint64_t next_job;
     struct qmsg *dirty;
     struct event *kick_ev, *sync_ev, *retry_ev;
+    bool use_syncfs;
+    int sync_fd;       /* queue/ directory, for syncfs */
 };
 
 static unsigned hash_str(const char *s)
@@ -600,7 +602,9 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
     struct qmgr_queue *q = arg;
     struct qmsg *list = q->dirty;
     q->dirty = NULL;
-    /* First make every state change durable, then act on it. */
+    /* First make every state change of the batch durable (one syncfs, or one
+     * fdatasync per file), then act on it: removal, bounces. */
+    bool wrote = false, flush_ok = true;
     for (struct qmsg *m = list; m; m = m->dirty_next) {
         bool any = false;
         for (size_t i = 0; i < m->n; i++)
@@ -614,7 +618,8 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
         for (size_t i = 0; ok && i < m->n; i++)
             if (m->r[i].changed)
                 ok = spool_set_rcpt_state(f, m->r[i].off, m->r[i].state) == 0;
-        ok = ok && fdatasync(f) == 0;
+        if (ok && !q->use_syncfs)
+            ok = fdatasync(f) == 0;
         if (f >= 0)
             close(f);
         if (!ok) {
@@ -624,14 +629,19 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
             m->sync_failed = true;
             continue;
         }
+        wrote = true;
         for (size_t i = 0; i < m->n; i++)
             m->r[i].changed = false;
+    }
+    if (wrote && q->use_syncfs && syncfs(q->sync_fd) != 0) {
+        log_error_errno("syncfs of the spool");
+        flush_ok = false;
     }
     struct qmsg *next;
     for (struct qmsg *m = list; m; m = next) {
         next = m->dirty_next;
         m->dirty = false;
-        if (m->open == 0 && m->entries == 0 && !m->sync_failed)
+        if (flush_ok && m->open == 0 && m->entries == 0 && !m->sync_failed)
             msg_finish(q, m);
     }
 }
@@ -817,6 +827,7 @@ void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
     }
     free(copy);
     q->lifetime = cfg_int(cfg, P_max_queue_lifetime);
+    q->use_syncfs = strcmp(cfg_str(cfg, P_spool_sync_method), "syncfs") == 0;
     free(q->hostname);
     q->hostname = str_dup(cfg_str(cfg, P_myhostname));
     free(q->bounce_vg);
@@ -830,11 +841,14 @@ struct qmgr_queue *qmgr_queue_new(struct event_base *base, const struct config *
         return NULL;
     q->base = base;
     q->qdir = str_dup(cfg_str(cfg, P_queue_directory));
+    char qpath[SPOOL_PATH_MAX];
+    str_fmt(qpath, sizeof qpath, "%s/queue", q->qdir ? q->qdir : "");
+    q->sync_fd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     q->kick_ev = event_new(base, -1, 0, on_kick, q);
     q->sync_ev = event_new(base, -1, 0, on_sync, q);
     q->retry_ev = event_new(base, -1, EV_PERSIST, on_retry_tick, q);
     struct timeval tick = {RETRY_TICK_S, 0};
-    if (q->qdir == NULL || !q->kick_ev || !q->sync_ev || !q->retry_ev || event_add(q->retry_ev, &tick) != 0) {
+    if (q->qdir == NULL || q->sync_fd < 0 || !q->kick_ev || !q->sync_ev || !q->retry_ev || event_add(q->retry_ev, &tick) != 0) {
         qmgr_queue_free(q);
         return NULL;
     }
@@ -886,6 +900,8 @@ void qmgr_queue_free(struct qmgr_queue *q)
         event_free(q->sync_ev);
     if (q->retry_ev)
         event_free(q->retry_ev);
+    if (q->sync_fd > 0)
+        close(q->sync_fd);
     free(q->qdir);
     free(q->hostname);
     free(q->bounce_vg);

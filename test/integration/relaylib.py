@@ -695,3 +695,75 @@ class LoadClient:
             t.join(max(0.01, deadline - time.monotonic()))
         assert self.done(), "load client still running after %ss" % timeout
         return self
+
+
+# ---------------------------------------------------------------- fixtures
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rx_factory():
+    """make(host="127.0.0.2", port=None, **kw) -> Receiver; all closed at the end."""
+    made = []
+
+    def make(host="127.0.0.2", port=None, **kw):
+        r = Receiver(host, port, **kw)
+        made.append(r)
+        return r
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def dns_factory():
+    """make(zones) -> DNSServer; all closed at the end."""
+    made = []
+
+    def make(zones):
+        d = DNSServer(zones)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.close()
+
+
+class Relay:
+    """An instance with the standard routes: DEST (dest.test) to .rx,
+    the senders' domain client.test.example (where DSNs go) to .brx, plus
+    extra routes."""
+
+    def __init__(self, bw, rx, brx):
+        self.bw = bw
+        self.rx = rx
+        self.brx = brx
+
+    def send(self, rcpts, **kw):
+        return send(self.bw, rcpts, **kw)
+
+    def dsns(self, n, timeout=15.0):
+        """Wait for n messages at the bounce receiver; all must be DSNs sent
+        with the null sender to SENDER."""
+        got = self.brx.wait_messages(n, timeout)
+        for m in got:
+            assert m.mail_from == "", "DSN not sent with the null sender: %r" % m.mail_from
+            assert m.rcpt_tos == [SENDER], m.rcpt_tos
+        return [DSN(m.content) for m in got]
+
+
+DEST = "dest.test"
+
+
+@pytest.fixture
+def relay(bw_factory, rx_factory):
+    """make(params=None, routes=None, dns=None, start=True, **rx_kw) -> Relay."""
+    def make(params=None, routes=None, dns=None, start=True, **rx_kw):
+        rx = rx_factory("127.0.0.2", **rx_kw)
+        brx = rx_factory("127.0.0.9")
+        r = [(DEST, "127.0.0.2:%d" % rx.port), (BOUNCE_DOMAIN, "127.0.0.9:%d" % brx.port)]
+        r += list((routes or {}).items()) if isinstance(routes, dict) else list(routes or [])
+        bw = relay_instance(bw_factory, r, dns, params, start)
+        return Relay(bw, rx, brx)
+    return make
