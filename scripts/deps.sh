@@ -6,7 +6,7 @@ set -eu
 
 PKGS="build-essential autoconf automake libtool pkg-config
       libevent-dev libssl-dev libldns-dev libdb5.3-dev check
-      python3-pytest python3-aiosmtpd python3-dnslib swaks postfix"
+      python3-pytest python3-aiosmtpd python3-dnslib swaks postfix pflogsumm"
 
 missing=""
 for p in $PKGS; do
