@@ -31,6 +31,9 @@ struct delivery {
 void delivery_report(struct delivery *dl, uint64_t job, const char *rcpt, int status, const char *dsn,
                      const char *reply);
 
+/* delivery_site - DELIVERY_SITE for a job (0 down, 1 up, 2 unknown). */
+void delivery_site(struct delivery *dl, uint64_t job, int reachable, const char *reason);
+
 /* delivery_job_add - a job started: keep it (for shutdown). */
 void delivery_job_add(struct delivery *dl, struct job *j);
 

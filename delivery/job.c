@@ -106,6 +106,8 @@ void job_finish(struct job *j, const char *reason)
            d = connected ? tv_diff(&j->t_connected, &now) : 0;
     if (a < 0)
         a = 0;
+    /* Domain state for qmgr: down only when hosts were tried and none answered. */
+    delivery_site(j->dl, j->id, j->site_reached ? 1 : j->site_tried ? 0 : 2, reason ? reason : "");
     for (size_t i = 0; i < j->n; i++) {
         struct jrcpt *r = &j->r[i];
         if (r->result == JR_PENDING)

@@ -78,6 +78,8 @@ struct job {
     char relay[INET_STR_MAX + 300];  /* host[ip]:port of the last attempt, for logs */
     struct smtp_session *session;
     bool finished;
+    bool site_reached;   /* a host of the destination got as far as MAIL */
+    bool site_tried;     /* at least one host was tried */
 };
 
 /* job_start - begin a job (QMGR_DELIVER): it registers itself with the

@@ -46,6 +46,17 @@ void delivery_report(struct delivery *dl, uint64_t job, const char *rcpt, int st
     ipc_msg_free(&m);
 }
 
+void delivery_site(struct delivery *dl, uint64_t job, int reachable, const char *reason)
+{
+    if (qmgr_link == NULL)
+        return;
+    struct ipc_msg m;
+    if (ipc_begin(&m, IPC_DELIVERY_SITE) && ipc_put_u64(&m, job) && ipc_put_u64(&m, (uint64_t)reachable) &&
+        ipc_put_str(&m, reason) && ipc_finish(&m))
+        peer_send(qmgr_link, &m);
+    ipc_msg_free(&m);
+}
+
 void delivery_job_add(struct delivery *dl, struct job *j)
 {
     if (dl->n_jobs == dl->cap_jobs) {

@@ -237,10 +237,12 @@ static void start_transaction(struct smtp_session *s)
         str_fmt(why, sizeof why, "message size %zu exceeds the receiver's limit of %llu bytes", j->content_len,
                 s->size_limit);
         job_set_all(j, false, JR_BOUNCED, "5.3.4", why);
+        j->site_reached = true;
         quit_and_finish(s);
         return;
     }
     s->state = ST_TRANSACTION;
+    j->site_reached = true;
     s->n_expect = s->next_expect = 0;
     s->mail_ok = s->mail_failed = false;
     s->n_accepted = 0;
@@ -553,6 +555,7 @@ static void connect_target(struct smtp_session *s)
     bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     struct target *t = &j->targets[s->target];
+    j->site_tried = true;
     if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&t->ep.ss, (int)t->ep.len) != 0) {
         char why[512];
         str_fmt(why, sizeof why, "connect to %s: %s", j->relay, strerror(errno));

@@ -280,6 +280,23 @@ int cmd_queue(struct mailctl *mc, int argc, char **argv)
     return qmgr_call(mc, argc - 1, req, json);
 }
 
+int cmd_domain(struct mailctl *mc, int argc, char **argv)
+{
+    bool json = false;
+    const char *req[6];
+    int n = 0;
+    if (argc < 2 || argc > 4) {
+        fprintf(stderr, "usage: mailctl domain list [--json] | domain show DOMAIN [--json]\n");
+        return 2;
+    }
+    req[n++] = "domain";
+    for (int i = 1; i < argc; i++) {
+        req[n++] = argv[i];
+        json = json || strcmp(argv[i], "--json") == 0;
+    }
+    return qmgr_call(mc, n, req, json);
+}
+
 int cmd_reload(struct mailctl *mc, int argc, char **argv)
 {
     struct config *cfg = load(mc, true); /* report a bad main.cf here, with file:line */

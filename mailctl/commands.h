@@ -15,6 +15,7 @@ int cmd_status(struct mailctl *mc, int argc, char **argv);
 int cmd_config(struct mailctl *mc, int argc, char **argv);
 int cmd_flush(struct mailctl *mc, int argc, char **argv);
 int cmd_queue(struct mailctl *mc, int argc, char **argv);
+int cmd_domain(struct mailctl *mc, int argc, char **argv);
 int cmd_ipc(struct mailctl *mc, int argc, char **argv);
 
 #endif

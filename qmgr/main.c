@@ -92,6 +92,23 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
             ctl_reply(p, 0, out.data ? out.data : "");
         else
             ctl_reply(p, 1, "queue listing too large or out of memory");
+    } else if (strcmp(argv[0], "domain") == 0) {
+        /* domain list | domain show D */
+        const char *sub = argc > 1 ? argv[1] : "";
+        const char *d = NULL;
+        for (int i = 2; i < argc; i++)
+            if (argv[i][0] != '-')
+                d = argv[i];
+        if (strcmp(sub, "show") == 0 && d == NULL)
+            ctl_reply(p, 2, "usage: mailctl domain show DOMAIN [--json]");
+        else if (strcmp(sub, "show") != 0 && strcmp(sub, "list") != 0)
+            ctl_reply(p, 2, "usage: mailctl domain list|show DOMAIN [--json]");
+        else if (qmgr_queue_domains(q->queue, strcmp(sub, "show") == 0 ? d : NULL, json, &out))
+            ctl_reply(p, 0, out.data ? out.data : "");
+        else if (strcmp(sub, "show") == 0)
+            ctl_reply(p, 1, "no queue for that domain");
+        else
+            ctl_reply(p, 1, "listing too large or out of memory");
     } else if (strcmp(argv[0], "show") == 0) {
         if (id == NULL)
             ctl_reply(p, 2, "usage: mailctl queue show ID");
@@ -140,6 +157,14 @@ static bool on_msg(struct peer *p, struct ipc_msg *m, void *arg)
             return false;
         if (!qmgr_queue_result(q->queue, p, u, rcpt, (unsigned)status, dsn, reply)) {
             log_error("delivery agent reported an unknown job %llu or recipient <%s>", (unsigned long long)u, rcpt);
+            return false;
+        }
+        return true;
+    case IPC_DELIVERY_SITE:
+        if (!ipc_get_u64(m, &u) || !ipc_get_u64(m, &status) || !ipc_get_str(m, &reply) || !ipc_end(m) || !c->agent)
+            return false;
+        if (!qmgr_queue_site(q->queue, p, u, (unsigned)status, reply)) {
+            log_error("delivery agent reported the site of an unknown job %llu", (unsigned long long)u);
             return false;
         }
         return true;

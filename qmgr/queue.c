@@ -9,6 +9,7 @@
 #include "peer.h"
 #include "spool.h"
 #include "str.h"
+#include "table.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -81,7 +82,25 @@ struct qdomain {
     struct qdomain *hnext;
     char *last_error;
     time_t last_attempt;
+    /* state (issue 4): a down domain is parked and probed once per interval */
+    enum domain_state state;
+    time_t down_since, next_probe;
+    uint64_t probe_job;
+    int failures;          /* consecutive unreachable attempts */
+    uint64_t delivered, hard_bounces, soft_bounces;
+    /* destination_controls */
+    int64_t retry[RETRY_MAX];
+    int n_retry;           /* 0: the global retry_schedule */
+    bool retry_zero;
+    int max_connections;
 };
+
+static const char *const domain_state_names[DOM_STATE_MAX] = {"up", "down"};
+
+const char *domain_state_name(enum domain_state st)
+{
+    return st < DOM_STATE_MAX ? domain_state_names[st] : "?";
+}
 
 struct agent {
     struct peer *p;
@@ -92,6 +111,7 @@ struct agent {
 
 struct qjob {
     uint64_t id;
+    bool probe;
     struct qentry *e;
     struct agent *a;
     size_t remaining;
@@ -118,6 +138,7 @@ struct qmgr_queue {
     struct event *kick_ev, *sync_ev, *retry_ev;
     bool use_syncfs;
     int sync_fd;       /* queue/ directory, for syncfs */
+    struct table *controls; /* destination_controls */
 };
 
 static unsigned hash_str(const char *s)
@@ -170,6 +191,41 @@ static void mark_dirty(struct qmgr_queue *q, struct qmsg *m)
 
 /* ---- domains ---- */
 
+/* parse_schedule - "1m,5m,1h" (commas or spaces) into seconds */
+static int parse_schedule(const char *text, int64_t *out)
+{
+    char *copy = str_dup(text), *cur = copy, *tok;
+    int n = 0;
+    while (copy && (tok = str_split_next(&cur)) != NULL && n < RETRY_MAX) {
+        int64_t sec;
+        if (parse_duration(tok, &sec) && sec > 0)
+            out[n++] = sec;
+    }
+    free(copy);
+    return n;
+}
+
+/* domain_controls - this domain's destination_controls entry, if any */
+static void domain_controls(struct qmgr_queue *q, struct qdomain *d)
+{
+    d->n_retry = 0;
+    d->retry_zero = false;
+    d->max_connections = DOMAIN_CONCURRENCY;
+    const char *v = q->controls ? table_find_domain(q->controls, d->name, "default") : NULL;
+    if (v == NULL)
+        return;
+    char val[1024];
+    if (table_attr(v, "retry_schedule", val, sizeof val))
+        d->n_retry = parse_schedule(val, d->retry);
+    if (table_attr(v, "retry", val, sizeof val) && strcmp(val, "0") == 0)
+        d->retry_zero = true;
+    if (table_attr(v, "max_connections", val, sizeof val)) {
+        int64_t n;
+        if (str_to_i64(val, 1, 10000, &n))
+            d->max_connections = (int)n;
+    }
+}
+
 static struct qdomain *domain_get(struct qmgr_queue *q, const char *vg, const char *name, bool create)
 {
     unsigned h = (hash_str(name) ^ hash_str(vg)) % DOMAIN_BUCKETS;
@@ -187,6 +243,7 @@ static struct qdomain *domain_get(struct qmgr_queue *q, const char *vg, const ch
     }
     d->hnext = q->domains[h];
     q->domains[h] = d;
+    domain_controls(q, d);
     return d;
 }
 
@@ -402,8 +459,15 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         if (q->runq_head == NULL)
             q->runq_tail = NULL;
         d->on_runq = false;
-        if (d->ready_head == NULL || d->active >= DOMAIN_CONCURRENCY)
+        if (d->ready_head == NULL || d->active >= d->max_connections)
             continue; /* back on the queue when something changes */
+        bool probe = false;
+        if (d->state == DOM_DOWN) {
+            /* Parked: one probe per retry interval, nothing else. */
+            if (d->probe_job != 0 || time(NULL) < d->next_probe)
+                continue;
+            probe = true;
+        }
         struct qentry *e = ready_pop(d);
         struct qjob *j = calloc(1, sizeof *j);
         if (j == NULL) {
@@ -411,6 +475,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             return;
         }
         j->id = ++q->next_job;
+        j->probe = probe;
         j->e = e;
         j->a = a;
         j->remaining = e->n_idx;
@@ -431,7 +496,11 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         d->active++;
         a->active++;
         d->last_attempt = j->started;
-        if (d->ready_head)
+        if (probe) {
+            d->probe_job = j->id;
+            log_info("domain %s (vg %s): probe with %s", d->name, d->vg, e->m->id);
+        }
+        if (d->ready_head && d->state == DOM_UP)
             runq_add(q, d);
     }
 }
@@ -455,12 +524,14 @@ static void job_unlink(struct qmgr_queue *q, struct qjob *j)
         *pp = j->hnext;
 }
 
-static int64_t retry_delay(struct qmgr_queue *q, int attempts)
+static int64_t retry_delay(struct qmgr_queue *q, const struct qdomain *d, int attempts)
 {
-    if (q->n_retry == 0)
+    const int64_t *sched = d && d->n_retry ? d->retry : q->retry;
+    int n = d && d->n_retry ? d->n_retry : q->n_retry;
+    if (n == 0)
         return 300;
-    int i = attempts - 1 < q->n_retry ? attempts - 1 : q->n_retry - 1;
-    return q->retry[i < 0 ? 0 : i];
+    int i = attempts - 1 < n ? attempts - 1 : n - 1;
+    return sched[i < 0 ? 0 : i];
 }
 
 /* job_done - every recipient of the job reported: requeue what is left */
@@ -470,6 +541,8 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
     struct qmsg *m = e->m;
     struct qdomain *d = e->d;
     job_unlink(q, j);
+    if (d->probe_job == j->id)
+        d->probe_job = 0;
     e->d->active--;
     j->a->active--;
     size_t keep = 0;
@@ -528,7 +601,15 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
     r->busy = false; /* reported; job_done clears the rest */
     time_t now = time(NULL);
     r->attempts++;
+    if (status == RESULT_DEFERRED && e->d->retry_zero) {
+        /* destination_controls retry=0: a temporary failure is final. */
+        char why[1024];
+        str_fmt(why, sizeof why, "%s (retry=0 for this destination)", reply);
+        set_error(r, dsn, why);
+        status = RESULT_BOUNCED;
+    }
     if (status == RESULT_DEFERRED) {
+        e->d->soft_bounces++;
         set_error(r, dsn, reply);
         free(e->d->last_error);
         e->d->last_error = str_dup(reply);
@@ -539,7 +620,7 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
             set_error(r, dsn[0] == '4' ? dsn : "4.4.7", why);
             status = RESULT_BOUNCED;
         } else {
-            r->next_try = now + retry_delay(q, r->attempts);
+            r->next_try = now + retry_delay(q, e->d, r->attempts);
         }
     }
     if (status == RESULT_SENT || status == RESULT_BOUNCED) {
@@ -548,12 +629,78 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
         else if (status == RESULT_BOUNCED && r->dsn[0] != '4')
             set_error(r, dsn, reply);
         r->state = status == RESULT_SENT ? 'D' : 'B';
+        if (status == RESULT_SENT)
+            e->d->delivered++;
+        else
+            e->d->hard_bounces++;
         r->changed = true;
         m->open--;
         mark_dirty(q, m);
     }
     if (--j->remaining == 0)
         job_done(q, j);
+    return true;
+}
+
+/* ---- domain state ---- */
+
+/* domain_set_state - the one place a domain changes state (and says so) */
+static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domain_state st, const char *reason)
+{
+    time_t now = time(NULL);
+    if (st == DOM_DOWN) {
+        d->failures++;
+        /* One probe per retry interval, spread by +-10% so that domains that
+         * went down together do not come back in one stampede. */
+        int64_t delay = retry_delay(q, d, d->failures);
+        int64_t jitter = delay / 10 > 0 ? (int64_t)(random() % (2 * (delay / 10) + 1)) - delay / 10 : 0;
+        d->next_probe = now + delay + jitter;
+        if (d->state != DOM_DOWN) {
+            d->down_since = now;
+            log_warn("domain %s (vg %s) is down: %s; parked, next probe in %llds", d->name, d->vg, reason,
+                     (long long)(d->next_probe - now));
+        } else {
+            log_info("domain %s (vg %s) still down: %s; next probe in %llds", d->name, d->vg, reason,
+                     (long long)(d->next_probe - now));
+        }
+        free(d->last_error);
+        d->last_error = str_dup(reason);
+        d->state = DOM_DOWN;
+        return;
+    }
+    if (d->state == DOM_DOWN) {
+        log_info("domain %s (vg %s) is up after %llds down; releasing %zu parked entries", d->name, d->vg,
+                 (long long)(now - d->down_since), d->n_ready + d->n_wait);
+        /* Everything parked flows now, oldest first (wait list is newest first). */
+        struct qentry *e = d->wait, *tail = NULL;
+        while (e && e->next)
+            e = e->next;
+        for (tail = e; tail;) {
+            struct qentry *prev = tail->prev;
+            wait_remove(tail);
+            for (size_t i = 0; i < tail->n_idx; i++)
+                tail->m->r[tail->idx[i]].next_try = 0;
+            ready_push(q, tail);
+            tail = prev;
+        }
+    }
+    d->state = DOM_UP;
+    d->failures = 0;
+    d->next_probe = 0;
+    runq_add(q, d);
+    kick(q);
+}
+
+bool qmgr_queue_site(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigned reachable, const char *reason)
+{
+    struct qjob *j = job_find(q, job);
+    if (j == NULL || j->a->p != p || reachable > 2)
+        return false;
+    struct qdomain *d = j->e->d;
+    if (reachable == 0)
+        domain_set_state(q, d, DOM_DOWN, reason[0] ? reason : "no host reachable");
+    else if (reachable == 1 && (d->state == DOM_DOWN || d->failures))
+        domain_set_state(q, d, DOM_UP, "");
     return true;
 }
 
@@ -652,6 +799,18 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
     time_t now = time(NULL);
     for (int h = 0; h < DOMAIN_BUCKETS; h++)
         for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
+            if (d->state == DOM_DOWN && d->probe_job == 0 && now >= d->next_probe && (d->ready_head || d->wait)) {
+                if (!d->ready_head && d->wait) { /* the probe needs an entry: the oldest parked one */
+                    struct qentry *old = d->wait;
+                    while (old->next)
+                        old = old->next;
+                    wait_remove(old);
+                    ready_push(q, old);
+                }
+                runq_add(q, d);
+            }
+            if (d->state == DOM_DOWN)
+                continue; /* parked entries wait for the domain, not their own timers */
             struct qentry *e = d->wait, *next;
             for (; e; e = next) {
                 next = e->next;
@@ -713,6 +872,10 @@ size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain)
         for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
             if (domain && !str_case_eq(d->name, domain))
                 continue;
+            if (d->state == DOM_DOWN) { /* probe now */
+                d->next_probe = 0;
+                runq_add(q, d);
+            }
             while (d->wait) {
                 struct qentry *e = d->wait;
                 wait_remove(e);
@@ -814,6 +977,91 @@ bool qmgr_queue_show(struct qmgr_queue *q, const char *id, bool json, struct buf
     return ok;
 }
 
+struct domain_counts {
+    size_t queued;        /* recipients not final */
+    int64_t oldest_us;
+    time_t next_retry;
+};
+
+static void count_entry(const struct qentry *e, struct domain_counts *c)
+{
+    c->queued += e->n_idx;
+    if (c->oldest_us == 0 || e->m->arrival_us < c->oldest_us)
+        c->oldest_us = e->m->arrival_us;
+}
+
+static void domain_count(struct qmgr_queue *q, const struct qdomain *d, struct domain_counts *c)
+{
+    memset(c, 0, sizeof *c);
+    for (const struct qentry *e = d->ready_head; e; e = e->next)
+        count_entry(e, c);
+    for (const struct qentry *e = d->wait; e; e = e->next) {
+        count_entry(e, c);
+        if (c->next_retry == 0 || e->due < c->next_retry)
+            c->next_retry = e->due;
+    }
+    for (int h = 0; h < JOB_BUCKETS; h++)
+        for (const struct qjob *j = q->jobs[h]; j; j = j->hnext)
+            if (j->e->d == d)
+                count_entry(j->e, c);
+    if (d->state == DOM_DOWN)
+        c->next_retry = d->next_probe;
+}
+
+static bool domain_json(struct qmgr_queue *q, const struct qdomain *d, struct buf *out)
+{
+    struct domain_counts c;
+    domain_count(q, d, &c);
+    time_t now = time(NULL);
+    return buf_puts(out, "{\"domain\": ") && buf_json_str(out, d->name) && buf_puts(out, ", \"vg\": ") &&
+           buf_json_str(out, d->vg) &&
+           buf_printf(out,
+                      ", \"state\": \"%s\", \"queued\": %zu, \"oldest_age_s\": %lld, \"connections\": %d, "
+                      "\"delivered\": %llu, \"hard_bounces\": %llu, \"soft_bounces\": %llu, \"last_attempt\": %lld, "
+                      "\"next_retry\": %lld, \"down_since\": %lld, \"concurrency\": %d, \"concurrency_reason\": "
+                      "\"fixed limit (max_connections)\", \"mx\": [], \"last_error\": ",
+                      domain_state_name(d->state), c.queued,
+                      (long long)(c.oldest_us ? now - c.oldest_us / 1000000 : 0), d->active,
+                      (unsigned long long)d->delivered, (unsigned long long)d->hard_bounces,
+                      (unsigned long long)d->soft_bounces, (long long)d->last_attempt, (long long)c.next_retry,
+                      (long long)(d->state == DOM_DOWN ? d->down_since : 0), d->max_connections) &&
+           buf_json_str(out, d->last_error ? d->last_error : "") && buf_puts(out, "}");
+}
+
+static bool domain_text(struct qmgr_queue *q, const struct qdomain *d, struct buf *out)
+{
+    struct domain_counts c;
+    domain_count(q, d, &c);
+    time_t now = time(NULL);
+    return buf_printf(out, "%-30s vg=%-10s %-4s queued=%zu oldest=%llds connections=%d delivered=%llu bounced=%llu "
+                           "deferred=%llu next_retry=%llds%s%s\n",
+                      d->name, d->vg, domain_state_name(d->state), c.queued,
+                      (long long)(c.oldest_us ? now - c.oldest_us / 1000000 : 0), d->active,
+                      (unsigned long long)d->delivered, (unsigned long long)d->hard_bounces,
+                      (unsigned long long)d->soft_bounces, (long long)(c.next_retry ? c.next_retry - now : 0),
+                      d->last_error ? " last_error=" : "", d->last_error ? d->last_error : "");
+}
+
+bool qmgr_queue_domains(struct qmgr_queue *q, const char *domain, bool json, struct buf *out)
+{
+    size_t n = 0;
+    bool ok = json ? buf_puts(out, "[") : true;
+    for (int h = 0; ok && h < DOMAIN_BUCKETS; h++)
+        for (const struct qdomain *d = q->domains[h]; ok && d; d = d->hnext) {
+            if (domain && !str_case_eq(d->name, domain))
+                continue;
+            ok = json ? (buf_puts(out, n ? ", " : "") && domain_json(q, d, out)) : domain_text(q, d, out);
+            n++;
+        }
+    if (ok && json)
+        ok = buf_puts(out, "]");
+    if (ok && !json && out->len && out->data[out->len - 1] == '\n')
+        out->data[--out->len] = '\0';
+    if (ok && !json && n == 0)
+        ok = buf_puts(out, domain ? "" : "-- no destination queues");
+    return ok && (domain == NULL || n > 0);
+}
+
 /* ---- life cycle ---- */
 
 void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
@@ -828,6 +1076,17 @@ void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
     free(copy);
     q->lifetime = cfg_int(cfg, P_max_queue_lifetime);
     q->use_syncfs = strcmp(cfg_str(cfg, P_spool_sync_method), "syncfs") == 0;
+    char terr[TABLE_ERR_MAX];
+    struct table *t = table_load(cfg_str(cfg, P_destination_controls), terr);
+    if (t == NULL) {
+        log_error("destination_controls: %s (keeping the previous table)", terr);
+    } else {
+        table_free(q->controls);
+        q->controls = t;
+        for (int h = 0; h < DOMAIN_BUCKETS; h++)
+            for (struct qdomain *d = q->domains[h]; d; d = d->hnext)
+                domain_controls(q, d);
+    }
     free(q->hostname);
     q->hostname = str_dup(cfg_str(cfg, P_myhostname));
     free(q->bounce_vg);
@@ -902,6 +1161,7 @@ void qmgr_queue_free(struct qmgr_queue *q)
         event_free(q->retry_ev);
     if (q->sync_fd > 0)
         close(q->sync_fd);
+    table_free(q->controls);
     free(q->qdir);
     free(q->hostname);
     free(q->bounce_vg);

@@ -21,6 +21,11 @@ struct config;
 struct peer;
 struct qmgr_queue;
 
+enum domain_state { DOM_UP, DOM_DOWN, DOM_STATE_MAX };
+
+/* domain_state_name - "up", "down" */
+const char *domain_state_name(enum domain_state st);
+
 /* Result status of one recipient, as in DELIVERY_RESULT. */
 enum rcpt_result { RESULT_SENT = 0, RESULT_DEFERRED = 1, RESULT_BOUNCED = 2 };
 
@@ -46,6 +51,16 @@ void qmgr_queue_agent_gone(struct qmgr_queue *q, struct peer *p);
  * recipient (protocol error: the agent is dropped). */
 bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const char *rcpt, unsigned status,
                        const char *dsn, const char *reply);
+
+/* qmgr_queue_site - DELIVERY_SITE: 0 unreachable (the domain goes down or
+ * stays down: parked, one probe per retry interval), 1 reachable (a down
+ * domain comes up and its parked mail flows), 2 unknown. False for an
+ * unknown job. */
+bool qmgr_queue_site(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigned reachable, const char *reason);
+
+/* qmgr_queue_domains - `mailctl domain list|show`: text or JSON of every
+ * (gateway, domain) queue, or of one domain's queues (false: unknown). */
+bool qmgr_queue_domains(struct qmgr_queue *q, const char *domain, bool json, struct buf *out);
 
 /* qmgr_queue_flush - make deferred recipients (of one domain, or all when
  * domain is NULL) due now; returns how many. */

@@ -6,18 +6,27 @@
  * truncation, failures, the record cap), server list parsing, and the
  * resolver in a real event loop against an in-process UDP server (answer,
  * collapsing of identical lookups, timeout, dead first server, SERVFAIL,
- * cancel, bounds). */
+ * cancel, bounds), and lib/dnsc.c against an in-process fake dnscache on a
+ * UNIX socket (HELLO, reqid matching, no callback from inside dnsc_lookup,
+ * local BADNAME, cancel, reconnect and resend, a late daemon, dnsc_free from
+ * a callback). */
 #include "cache.h"
+#include "dnsc.h"
+#include "ipc.h"
 #include "log.h"
 #include "resolver.h"
 #include "str.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
 #include <ldns/ldns.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -835,6 +844,256 @@ START_TEST(test_resolver_bounds_and_fail_all)
 }
 END_TEST
 
+
+/* ---- lib/dnsc.c against a fake dnscache ---- */
+
+struct fakedc {
+    struct evconnlistener *l;
+    struct bufferevent *bev;   /* the one client connection */
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    int connections, queries;
+    bool hello_seen;
+    bool drop_first_query;     /* close the connection on the first query, unanswered */
+};
+
+static struct fakedc fdc;
+
+/* fdc_send - answer reqid with "192.0.2.1" and the name asked */
+static void fdc_send(uint64_t reqid, const char *name)
+{
+    struct ipc_msg m;
+    ck_assert(ipc_begin(&m, IPC_DNS_ANSWER) && ipc_put_u64(&m, reqid) && ipc_put_u64(&m, DNSC_OK) &&
+              ipc_put_u64(&m, 60) && ipc_put_str(&m, "192.0.2.1") && ipc_put_str(&m, name) && ipc_finish(&m));
+    ck_assert_int_eq(bufferevent_write(fdc.bev, m.data.data, m.data.len), 0);
+    ipc_msg_free(&m);
+}
+
+static void fdc_read(struct bufferevent *bev, void *arg)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    for (;;) {
+        size_t len = evbuffer_get_length(in), used;
+        const unsigned char *p = evbuffer_pullup(in, -1);
+        struct ipc_msg m;
+        int r = ipc_parse(p ? (const void *)p : "", len, &used, &m);
+        ck_assert_int_ge(r, 0);
+        if (r == 0)
+            return;
+        evbuffer_drain(in, used);
+        uint64_t v, reqid;
+        const char *name, *type;
+        if (!fdc.hello_seen) {
+            ck_assert_msg(m.type == IPC_HELLO, "first message is %s, want HELLO", ipc_type_name(m.type));
+            ck_assert(ipc_get_u64(&m, &v) && v == IPC_VERSION);
+            fdc.hello_seen = true;
+            ipc_msg_free(&m);
+            continue;
+        }
+        ck_assert_int_eq(m.type, IPC_DNS_QUERY);
+        ck_assert(ipc_get_u64(&m, &reqid) && ipc_get_str(&m, &name) && ipc_get_str(&m, &type) && ipc_end(&m));
+        ck_assert_str_eq(type, "A");
+        fdc.queries++;
+        if (fdc.drop_first_query) {
+            fdc.drop_first_query = false;
+            ipc_msg_free(&m);
+            bufferevent_free(fdc.bev);
+            fdc.bev = NULL;
+            return;
+        }
+        fdc_send(reqid, name);
+        ipc_msg_free(&m);
+    }
+}
+
+static void fdc_event(struct bufferevent *bev, short what, void *arg)
+{
+    bufferevent_free(fdc.bev);
+    fdc.bev = NULL;
+}
+
+static void fdc_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    ck_assert_msg(fdc.bev == NULL, "a second connection while the first is open");
+    fdc.connections++;
+    fdc.hello_seen = false;
+    fdc.bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(fdc.bev, fdc_read, NULL, fdc_event, NULL);
+    bufferevent_enable(fdc.bev, EV_READ | EV_WRITE);
+    struct ipc_msg m;
+    ck_assert(ipc_begin(&m, IPC_HELLO) && ipc_put_u64(&m, IPC_VERSION) && ipc_put_str(&m, "fake") &&
+              ipc_put_u64(&m, 1) && ipc_finish(&m));
+    bufferevent_write(fdc.bev, m.data.data, m.data.len);
+    ipc_msg_free(&m);
+}
+
+/* fdc_listen - start listening at fdc.path */
+static void fdc_listen(void)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    ck_assert(str_copy(sun.sun_path, sizeof sun.sun_path, fdc.path));
+    fdc.l = evconnlistener_new_bind(base, fdc_accept, NULL, LEV_OPT_CLOSE_ON_FREE, 16, (struct sockaddr *)&sun,
+                                    (int)sizeof sun);
+    ck_assert_ptr_nonnull(fdc.l);
+}
+
+static void fdc_setup(void)
+{
+    base = event_base_new();
+    ck_assert_ptr_nonnull(base);
+    memset(&fdc, 0, sizeof fdc);
+    char dir[PATH_MAX];
+    unit_subdir("dnsc", dir);
+    ck_assert(str_fmt(fdc.path, sizeof fdc.path, "%s/dnscache", dir));
+    guard = evtimer_new(base, on_guard, NULL);
+    struct timeval tv = {5, 0};
+    evtimer_add(guard, &tv);
+}
+
+static void fdc_teardown(void)
+{
+    if (fdc.bev)
+        bufferevent_free(fdc.bev);
+    if (fdc.l)
+        evconnlistener_free(fdc.l);
+    event_free(guard);
+    event_base_free(base);
+}
+
+struct dgot {
+    int calls;
+    enum dnsc_rcode rcode;
+    size_t n;
+    char name[300];
+    struct dnsc *free_me; /* dnsc_free from inside the callback */
+};
+
+static bool in_lookup;
+
+static void on_dnsc(void *arg, const struct dnsc_answer *a)
+{
+    struct dgot *g = arg;
+    ck_assert_msg(!in_lookup, "callback from inside dnsc_lookup");
+    g->calls++;
+    g->rcode = a->rcode;
+    g->n = a->n;
+    str_copy(g->name, sizeof g->name, a->n > 1 ? a->records[1] : "");
+    if (g->free_me)
+        dnsc_free(g->free_me);
+    if (--outstanding == 0)
+        event_base_loopexit(base, NULL);
+}
+
+static uint64_t lookup_a(struct dnsc *c, const char *name, struct dgot *g)
+{
+    in_lookup = true;
+    uint64_t id = dnsc_lookup(c, name, "A", on_dnsc, g);
+    in_lookup = false;
+    return id;
+}
+
+START_TEST(test_dnsc_answers)
+{
+    fdc_listen();
+    struct dnsc *c = dnsc_new(base, fdc.path);
+    ck_assert_ptr_nonnull(c);
+    struct dgot g[3] = {{0}};
+    outstanding = 3;
+    uint64_t id0 = lookup_a(c, "one.example.test", &g[0]);
+    uint64_t id1 = lookup_a(c, "two.example.test", &g[1]);
+    uint64_t id2 = lookup_a(c, "three.example.test", &g[2]);
+    ck_assert(id0 > 0 && id1 > 0 && id2 > 0 && id0 != id1 && id1 != id2);
+    event_base_dispatch(base);
+    ck_assert_str_eq(g[0].name, "one.example.test");
+    ck_assert_str_eq(g[1].name, "two.example.test");
+    ck_assert_str_eq(g[2].name, "three.example.test");
+    for (int i = 0; i < 3; i++)
+        ck_assert(g[i].calls == 1 && g[i].rcode == DNSC_OK && g[i].n == 2);
+    ck_assert_int_eq(fdc.connections, 1);
+    dnsc_free(c);
+}
+END_TEST
+
+START_TEST(test_dnsc_badname_and_cancel)
+{
+    fdc_listen();
+    struct dnsc *c = dnsc_new(base, fdc.path);
+    char longname[300];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    struct dgot bad = {0}, cancelled = {0}, cancelled_local = {0}, ok = {0};
+    outstanding = 2;
+    ck_assert_uint_gt(lookup_a(c, longname, &bad), 0);
+    dnsc_cancel(c, lookup_a(c, longname, &cancelled_local));
+    dnsc_cancel(c, lookup_a(c, "gone.example.test", &cancelled));
+    dnsc_cancel(c, 12345); /* unknown: nothing happens */
+    lookup_a(c, "ok.example.test", &ok);
+    event_base_dispatch(base);
+    ck_assert_int_eq(bad.calls, 1);
+    ck_assert_int_eq(bad.rcode, DNSC_BADNAME);
+    ck_assert_int_eq(ok.calls, 1);
+    ck_assert_int_eq(cancelled.calls, 0);
+    ck_assert_int_eq(cancelled_local.calls, 0);
+    dnsc_free(c);
+}
+END_TEST
+
+START_TEST(test_dnsc_reconnect_resend)
+{
+    fdc_listen();
+    fdc.drop_first_query = true; /* the daemon "dies" holding the query */
+    struct dnsc *c = dnsc_new(base, fdc.path);
+    struct dgot g = {0};
+    outstanding = 1;
+    lookup_a(c, "again.example.test", &g);
+    event_base_dispatch(base);
+    ck_assert_int_eq(g.calls, 1);
+    ck_assert_int_eq(g.rcode, DNSC_OK);
+    ck_assert_str_eq(g.name, "again.example.test");
+    ck_assert_int_eq(fdc.connections, 2);
+    ck_assert_int_eq(fdc.queries, 2);
+    dnsc_free(c);
+}
+END_TEST
+
+static void on_late_listen(evutil_socket_t fd, short what, void *arg) { fdc_listen(); }
+
+START_TEST(test_dnsc_late_daemon)
+{
+    struct dnsc *c = dnsc_new(base, fdc.path); /* nothing listens yet */
+    struct dgot g = {0};
+    outstanding = 1;
+    lookup_a(c, "late.example.test", &g);
+    struct event *later = evtimer_new(base, on_late_listen, NULL);
+    struct timeval tv = {0, 300000};
+    evtimer_add(later, &tv);
+    event_base_dispatch(base);
+    event_free(later);
+    ck_assert_int_eq(g.calls, 1);
+    ck_assert_int_eq(g.rcode, DNSC_OK);
+    ck_assert_int_eq(fdc.connections, 1);
+    dnsc_free(c);
+}
+END_TEST
+
+START_TEST(test_dnsc_free_in_callback)
+{
+    fdc_listen();
+    struct dnsc *c = dnsc_new(base, fdc.path);
+    struct dgot first = {.free_me = c}, second = {0};
+    outstanding = 1;
+    lookup_a(c, "first.example.test", &first);
+    lookup_a(c, "second.example.test", &second);
+    event_base_dispatch(base);
+    ck_assert_int_eq(first.calls, 1);
+    /* Both answers may have arrived in one read: the second is never called. */
+    struct timeval tv = {0, 200000};
+    event_base_loopexit(base, &tv);
+    event_base_dispatch(base);
+    ck_assert_int_eq(second.calls, 0);
+    dnsc_free(NULL);
+}
+END_TEST
+
 /* ---- suite ---- */
 
 int main(void)
@@ -875,6 +1134,15 @@ int main(void)
     tcase_add_test(tc, test_resolver_no_servers);
     tcase_add_test(tc, test_resolver_cancel);
     tcase_add_test(tc, test_resolver_bounds_and_fail_all);
+    suite_add_tcase(s, tc);
+
+    tc = unit_tcase("dnsc", 20);
+    tcase_add_checked_fixture(tc, fdc_setup, fdc_teardown);
+    tcase_add_test(tc, test_dnsc_answers);
+    tcase_add_test(tc, test_dnsc_badname_and_cancel);
+    tcase_add_test(tc, test_dnsc_reconnect_resend);
+    tcase_add_test(tc, test_dnsc_late_daemon);
+    tcase_add_test(tc, test_dnsc_free_in_callback);
     suite_add_tcase(s, tc);
 
     Suite *suites[] = {s};
