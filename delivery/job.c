@@ -184,7 +184,9 @@ static void lookup_addresses(struct job *j)
 {
     for (int i = 0; i < j->n_mx; i++) {
         struct inet_endpoint ep;
-        if (endpoint_of(j->mx[i].name, j->port, &ep)) { /* an IP address: no lookup */
+        if (j->mx[i].port == 0)
+            j->mx[i].port = j->port;
+        if (endpoint_of(j->mx[i].name, j->mx[i].port, &ep)) { /* an IP address: no lookup */
             j->mx[i].addrs[j->mx[i].n_addrs++] = ep;
             continue;
         }
@@ -223,7 +225,7 @@ static void on_addr(void *arg, const struct dnsc_answer *ans)
         mx->temp_fail = true;
     for (size_t i = 0; ans->rcode == DNSC_OK && i < ans->n && mx->n_addrs < 8; i++) {
         struct inet_endpoint ep;
-        if (endpoint_of(ans->records[i], j->port, &ep))
+        if (endpoint_of(ans->records[i], mx->port, &ep))
             mx->addrs[mx->n_addrs++] = ep;
     }
     free(ar);
@@ -306,7 +308,7 @@ void job_route_fresh(struct job *j)
                     *rb = '\0';
             }
             str_copy(m->name, sizeof m->name, host);
-            j->port = port; /* one port per route list: the last given wins */
+            m->port = port;
         }
         free(copy);
         lookup_addresses(j);

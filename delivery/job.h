@@ -40,6 +40,7 @@ struct target {
 
 struct mx_host {
     char name[256];
+    int port;            /* a static route may give each host its own */
     int pref;
     unsigned tiebreak;
     uint64_t req_a, req_aaaa;

@@ -421,17 +421,24 @@ static void listen_socket(struct dnscache *dc)
     const char *qdir = cfg_str(dc->srv->cfg, P_queue_directory);
     if (!paths_private_socket(qdir, "dnscache", dc->sock_path, sizeof dc->sock_path))
         log_fatal("%s/private/dnscache: path too long for a UNIX socket", qdir);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    if (!str_copy(sun.sun_path, sizeof sun.sun_path, dc->sock_path))
+        log_fatal("%s: path too long for a UNIX socket", dc->sock_path);
     struct stat st;
     if (lstat(dc->sock_path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode))
             log_fatal("%s exists and is not a socket: not removing it", dc->sock_path);
-        /* The master runs one dnscache: a socket left here is a dead one's. */
+        /* A socket left by a dead dnscache refuses connections; one that
+         * accepts belongs to a live one, which we must not cut off. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool alive = probe >= 0 && connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0;
+        if (probe >= 0)
+            close(probe);
+        if (alive)
+            log_fatal("another dnscache is answering on %s", dc->sock_path);
         if (unlink(dc->sock_path) != 0)
             log_fatal_errno("cannot remove the stale socket %s", dc->sock_path);
     }
-    struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    if (!str_copy(sun.sun_path, sizeof sun.sun_path, dc->sock_path))
-        log_fatal("%s: path too long for a UNIX socket", dc->sock_path);
     mode_t old = umask(077);
     dc->listener = evconnlistener_new_bind(dc->srv->base, on_accept, dc,
                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128,
@@ -505,9 +512,16 @@ static void dnscache_on_reload(struct server *srv, struct config *old)
         log_error("reload: %s: keeping the old dns servers", err);
         return;
     }
+    bool same = sl.n == dc->servers.n;
+    for (size_t i = 0; same && i < sl.n; i++)
+        same = sl.ep[i].len == dc->servers.ep[i].len && memcmp(&sl.ep[i].ss, &dc->servers.ep[i].ss, sl.ep[i].len) == 0;
+    if (same)
+        return;
+    /* Other servers may see other data: start from an empty cache. */
+    dns_cache_flush(dc->cache);
     dc->servers = sl;
     dns_resolver_set_servers(dc->resolver, &sl);
-    log_servers("reloaded", &sl);
+    log_servers("reloaded, cache flushed", &sl);
 }
 
 static void on_stop_timer(evutil_socket_t fd, short what, void *arg)

@@ -79,6 +79,21 @@ static long running_pid(const struct config *cfg)
     return pid;
 }
 
+/* process_running - pid exists and is not a zombie */
+static bool process_running(long pid)
+{
+    char path[64], stat[512];
+    str_fmt(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return false;
+    size_t n = fread(stat, 1, sizeof stat - 1, fp);
+    fclose(fp);
+    stat[n] = '\0';
+    const char *close = strrchr(stat, ')');
+    return close && close[1] == ' ' && close[2] != 'Z' && close[2] != 'X';
+}
+
 /* call - one control request; 0/1 as the master says, -1 not running */
 static int call(const struct config *cfg, int argc, const char *const *argv, int *status, char **text)
 {
@@ -176,6 +191,7 @@ int cmd_stop(struct mailctl *mc, int argc, char **argv)
     int status;
     char *text = NULL;
     const char *req[] = {"stop"};
+    long pid = running_pid(cfg); /* wait for this process itself too, not only its lock */
     if (call(cfg, 1, req, &status, &text) != 0) {
         config_free(cfg);
         if (errno == ENOENT || errno == ECONNREFUSED)
@@ -184,7 +200,7 @@ int cmd_stop(struct mailctl *mc, int argc, char **argv)
     }
     free(text);
     long deadline = now_ms() + (cfg_int(cfg, P_stop_timeout) + STOP_EXTRA_S) * 1000;
-    while (running_pid(cfg) > 0) {
+    while (running_pid(cfg) > 0 || (pid > 1 && process_running(pid))) {
         if (now_ms() > deadline) {
             config_free(cfg);
             return fail("%s", "breakwater did not stop in time");

@@ -277,3 +277,19 @@ def test_kill9_restarted_by_master(bw_factory, dns):
     r = lookup(inst, "restart.example.test", "A")
     assert (r.rc, r.records) == (0, ["192.0.2.99"]), r
     assert dns.count("restart.example.test", "A") == before + 1
+
+
+def test_reload_switches_servers_and_flushes(bw_factory, dns):
+    other_zones = {"example.test": {"records": {"dead.example.test": {"A": (300, ["198.51.100.1"])}}}}
+    with DNSServer(other_zones) as other:
+        inst = bw_factory({"dns_servers": "127.0.0.1:%d" % dns.port})
+        wait_dnscache(inst)
+        assert lookup(inst, "dead.example.test", "A").records == ["192.0.2.98"]
+        mark = inst.log_mark()
+        inst.set_params(dns_servers="127.0.0.1:%d" % other.port)
+        inst.reload()
+        inst.wait_for_log(r"breakwater/dnscache\[\d+\]: reloaded, cache flushed: dns servers 127\.0\.0\.1:%d$"
+                          % other.port, 5, mark)
+        r = lookup(inst, "dead.example.test", "A")
+        assert (r.rc, r.records) == (0, ["198.51.100.1"]), r
+        assert other.count("dead.example.test", "A") == 1
