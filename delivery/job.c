@@ -78,6 +78,7 @@ static void job_free(struct job *j)
     free(j->sender);
     free(j->domain);
     free(j->vg);
+    free(j->via);
     free(j);
 }
 
@@ -255,7 +256,7 @@ static void on_mx(void *arg, const struct dnsc_answer *ans)
             continue;
         if (strcmp(host, ".") == 0 || host[0] == '\0') {
             if (ans->n == 1) { /* RFC 7505 null MX */
-                job_set_all(j, false, JR_BOUNCED, "5.1.10", "Domain does not accept mail (null MX, RFC 7505)");
+                job_set_all(j, false, JR_BOUNCED, "5.1.2", "Domain does not accept mail (null MX, RFC 7505)");
                 job_finish(j, NULL);
                 return;
             }
@@ -279,14 +280,14 @@ static void on_mx(void *arg, const struct dnsc_answer *ans)
 /* route - a cached connection first, then static route, else MX */
 static void route(struct job *j)
 {
-    if (smtp_reuse(j))
+    if (j->via == NULL && smtp_reuse(j))
         return;
     job_route_fresh(j);
 }
 
 void job_route_fresh(struct job *j)
 {
-    const char *r = j->dl->routes ? table_find_domain(j->dl->routes, j->domain, "*") : NULL;
+    const char *r = j->via ? j->via : j->dl->routes ? table_find_domain(j->dl->routes, j->domain, "*") : NULL;
     if (r) {
         char *copy = str_dup(r), *cur = copy, *tok;
         j->static_route = true;
@@ -341,7 +342,7 @@ static bool load_message(struct job *j, char *err, size_t errlen)
 }
 
 void job_start(struct delivery *dl, uint64_t id, const char *msgid, const char *domain, const char *vg,
-                      const char *const *rcpts, size_t n)
+                      const char *via, const char *const *rcpts, size_t n)
 {
     struct job *j = calloc(1, sizeof *j);
     if (j == NULL) {
@@ -357,9 +358,10 @@ void job_start(struct delivery *dl, uint64_t id, const char *msgid, const char *
     str_copy(j->msgid, sizeof j->msgid, msgid);
     j->domain = str_dup(domain);
     j->vg = str_dup(vg);
+    j->via = via ? str_dup(via) : NULL;
     j->r = calloc(n ? n : 1, sizeof *j->r);
     j->n = n;
-    bool ok = j->domain && j->vg && j->r;
+    bool ok = j->domain && j->vg && j->r && (via == NULL || j->via);
     for (size_t i = 0; ok && i < n; i++) {
         j->r[i].result = JR_PENDING;
         ok = (j->r[i].addr = str_dup(rcpts[i])) != NULL;

@@ -56,6 +56,7 @@ struct job {
     char msgid[24];
     char *domain;
     char *vg;
+    char *via;           /* mailctl queue redirect: this host[:port] list, not the route */
     struct jrcpt *r;
     size_t n;
     /* the message */
@@ -85,8 +86,9 @@ struct job {
 
 /* job_start - begin a job (QMGR_DELIVER): it registers itself with the
  * process and always ends in reported results, even when it cannot start
- * (out of memory, unreadable queue file). */
-void job_start(struct delivery *dl, uint64_t id, const char *msgid, const char *domain, const char *vg,
+ * (out of memory, unreadable queue file). via: NULL, or a host[:port] list
+ * that replaces the route (redirect). */
+void job_start(struct delivery *dl, uint64_t id, const char *msgid, const char *domain, const char *vg, const char *via,
                       const char *const *rcpts, size_t n);
 
 /* job_set - final result of one recipient (first result wins). */

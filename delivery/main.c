@@ -84,14 +84,15 @@ void delivery_job_gone(struct delivery *dl, struct job *j)
 static bool on_qmgr_msg(struct peer *p, struct ipc_msg *m, void *arg)
 {
     struct delivery *dl = arg;
-    if (m->type != IPC_QMGR_DELIVER) {
+    if (m->type != IPC_QMGR_DELIVER && m->type != IPC_QMGR_DELIVER_VIA) {
         log_warn("unexpected %s message from qmgr", ipc_type_name(m->type));
         return false;
     }
     uint64_t job;
-    const char *id, *domain, *vg, *rcpts[JOB_RCPTS_MAX];
+    const char *id, *domain, *vg, *via = NULL, *rcpts[JOB_RCPTS_MAX];
     size_t n = 0;
-    if (!ipc_get_u64(m, &job) || !ipc_get_str(m, &id) || !ipc_get_str(m, &domain) || !ipc_get_str(m, &vg))
+    if (!ipc_get_u64(m, &job) || !ipc_get_str(m, &id) || !ipc_get_str(m, &domain) || !ipc_get_str(m, &vg) ||
+        (m->type == IPC_QMGR_DELIVER_VIA && !ipc_get_str(m, &via)))
         return false;
     while (ipc_more(m) && n < JOB_RCPTS_MAX)
         if (!ipc_get_str(m, &rcpts[n++]))
@@ -103,7 +104,7 @@ static bool on_qmgr_msg(struct peer *p, struct ipc_msg *m, void *arg)
             delivery_report(dl, job, rcpts[i], JR_DEFERRED, "4.3.2", "delivery agent is stopping");
         return true;
     }
-    job_start(dl, job, id, domain, vg, rcpts, n);
+    job_start(dl, job, id, domain, vg, via, rcpts, n);
     return true;
 }
 

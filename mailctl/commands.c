@@ -279,11 +279,16 @@ int cmd_flush(struct mailctl *mc, int argc, char **argv)
 
 int cmd_queue(struct mailctl *mc, int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "show") != 0) || argc > 8) {
-        fprintf(stderr, "usage: mailctl queue list [--domain D] [--json] | queue show ID [--json]\n");
+    static const char *const subs[] = {"list", "show", "delete", "redirect"};
+    bool known = false;
+    for (size_t i = 0; argc >= 2 && i < 4; i++)
+        known = known || strcmp(argv[1], subs[i]) == 0;
+    if (!known || argc > 15) {
+        fprintf(stderr, "usage: mailctl queue list [--domain D] [--json] | queue show ID [--json] |\n"
+                        "       queue delete ID... | --domain D | queue redirect (ID... | --domain D) HOST[:PORT]\n");
         return 2;
     }
-    const char *req[8];
+    const char *req[16];
     bool json = false;
     for (int i = 1; i < argc; i++) {
         req[i - 1] = argv[i];

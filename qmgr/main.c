@@ -92,6 +92,44 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
             ctl_reply(p, 0, out.data ? out.data : "");
         else
             ctl_reply(p, 1, "queue listing too large or out of memory");
+    } else if (strcmp(argv[0], "delete") == 0 || strcmp(argv[0], "redirect") == 0) {
+        bool redirect = argv[0][0] == 'r';
+        int last = argc - (redirect ? 1 : 0); /* redirect: the final argument is HOST[:PORT] */
+        const char *relay = redirect && argc > 1 ? argv[argc - 1] : NULL;
+        size_t n = 0;
+        int ids = 0;
+        bool bad = false;
+        if (redirect && (relay == NULL || relay[0] == '-' || strlen(relay) > 255 || strchr(relay, ' '))) {
+            ctl_reply(p, 2, "usage: mailctl queue redirect (ID... | --domain D) HOST[:PORT]");
+            buf_free(&out);
+            return;
+        }
+        for (int i = 1; i < last && !bad; i++) {
+            if (strcmp(argv[i], "--domain") == 0 && i + 1 < last) {
+                const char *d = argv[++i];
+                n += redirect ? qmgr_queue_redirect(q->queue, NULL, d, relay) : qmgr_queue_delete(q->queue, NULL, d);
+                ids++;
+            } else if (strcmp(argv[i], "--json") == 0) {
+                continue;
+            } else if (!spool_id_valid(argv[i]) || !qmgr_queue_known(q->queue, argv[i])) {
+                buf_printf(&out, "unknown queue id '%s'", argv[i]);
+                bad = true;
+            } else {
+                n += redirect ? qmgr_queue_redirect(q->queue, argv[i], NULL, relay)
+                              : qmgr_queue_delete(q->queue, argv[i], NULL);
+                ids++;
+            }
+        }
+        if (bad)
+            ctl_reply(p, 1, out.data);
+        else if (ids == 0)
+            ctl_reply(p, 2, redirect ? "usage: mailctl queue redirect (ID... | --domain D) HOST[:PORT]"
+                                     : "usage: mailctl queue delete ID... | --domain D");
+        else {
+            buf_printf(&out, "%s %zu recipient(s)%s%s", redirect ? "redirected" : "deleted", n,
+                       redirect ? " to " : "", redirect ? relay : "");
+            ctl_reply(p, 0, out.data);
+        }
     } else if (strcmp(argv[0], "domain") == 0) {
         /* domain list | domain show D */
         const char *sub = argc > 1 ? argv[1] : "";

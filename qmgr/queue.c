@@ -67,6 +67,7 @@ struct qentry {
     size_t *idx;
     size_t n_idx;
     time_t due;
+    char *relay;       /* mailctl queue redirect: deliver here instead */
     struct qentry *next, *prev;
 };
 
@@ -437,8 +438,9 @@ static bool job_send(struct qmgr_queue *q, struct agent *a, struct qjob *j)
 {
     struct qentry *e = j->e;
     struct ipc_msg msg;
-    bool ok = ipc_begin(&msg, IPC_QMGR_DELIVER) && ipc_put_u64(&msg, j->id) && ipc_put_str(&msg, e->m->id) &&
-              ipc_put_str(&msg, e->d->name) && ipc_put_str(&msg, e->d->vg);
+    bool ok = ipc_begin(&msg, e->relay ? IPC_QMGR_DELIVER_VIA : IPC_QMGR_DELIVER) && ipc_put_u64(&msg, j->id) &&
+              ipc_put_str(&msg, e->m->id) && ipc_put_str(&msg, e->d->name) && ipc_put_str(&msg, e->d->vg) &&
+              (e->relay == NULL || ipc_put_str(&msg, e->relay));
     for (size_t i = 0; ok && i < e->n_idx; i++)
         ok = ipc_put_str(&msg, e->m->r[e->idx[i]].addr);
     ok = ok && ipc_finish(&msg) && peer_send(a->p, &msg);
@@ -462,7 +464,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         if (d->ready_head == NULL || d->active >= d->max_connections)
             continue; /* back on the queue when something changes */
         bool probe = false;
-        if (d->state == DOM_DOWN) {
+        if (d->state == DOM_DOWN && !(d->ready_head && d->ready_head->relay)) {
             /* Parked: one probe per retry interval, nothing else. */
             if (d->probe_job != 0 || time(NULL) < d->next_probe)
                 continue;
@@ -560,6 +562,7 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
     if (keep == 0) {
         m->entries--;
         free(e->idx);
+        free(e->relay);
         free(e);
         mark_dirty(q, m);
     } else if (due <= time(NULL)) {
@@ -1062,6 +1065,133 @@ bool qmgr_queue_domains(struct qmgr_queue *q, const char *domain, bool json, str
     return ok && (domain == NULL || n > 0);
 }
 
+/* ready_remove - take an entry out of its domain's ready list */
+static void ready_remove(struct qentry *e)
+{
+    struct qdomain *d = e->d;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        d->ready_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        d->ready_tail = e->prev;
+    d->n_ready--;
+    e->next = e->prev = NULL;
+}
+
+/* for_each_idle_entry - call fn on every entry not in flight, of one
+ * message (id) or of one domain (all gateways); returns how many matched */
+typedef void (*entry_fn)(struct qmgr_queue *q, struct qentry *e, void *arg);
+
+static size_t for_each_idle_entry(struct qmgr_queue *q, const char *id, const char *domain, entry_fn fn, void *arg)
+{
+    size_t n = 0;
+    for (int h = 0; h < DOMAIN_BUCKETS; h++)
+        for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
+            if (domain && !str_case_eq(d->name, domain))
+                continue;
+            struct qentry *lists[2] = {d->ready_head, d->wait};
+            for (int l = 0; l < 2; l++) {
+                struct qentry *e = lists[l], *next;
+                for (; e; e = next) {
+                    next = e->next;
+                    if (id && strcmp(e->m->id, id) != 0)
+                        continue;
+                    fn(q, e, arg);
+                    n++;
+                }
+            }
+        }
+    return n;
+}
+
+/* entry_detach - out of whichever list holds it */
+static void entry_detach(struct qentry *e)
+{
+    bool in_wait = false;
+    for (struct qentry *w = e->d->wait; w; w = w->next)
+        if (w == e) {
+            in_wait = true;
+            break;
+        }
+    if (in_wait)
+        wait_remove(e);
+    else
+        ready_remove(e);
+}
+
+static void delete_entry(struct qmgr_queue *q, struct qentry *e, void *arg)
+{
+    size_t *count = arg;
+    struct qmsg *m = e->m;
+    entry_detach(e);
+    for (size_t i = 0; i < e->n_idx; i++) {
+        struct qrcpt *r = &m->r[e->idx[i]];
+        if (r->state == '-') {
+            r->state = 'X';
+            r->changed = true;
+            m->open--;
+            (*count)++;
+        }
+    }
+    log_msg(m->id, "deleted by the operator: %zu recipient(s) for %s", e->n_idx, e->d->name);
+    m->entries--;
+    free(e->idx);
+    free(e->relay);
+    free(e);
+    mark_dirty(q, m);
+}
+
+size_t qmgr_queue_delete(struct qmgr_queue *q, const char *id, const char *domain)
+{
+    size_t count = 0;
+    for_each_idle_entry(q, id, domain, delete_entry, &count);
+    return count;
+}
+
+struct redirect_arg {
+    const char *relay;
+    size_t count;
+};
+
+static void redirect_entry(struct qmgr_queue *q, struct qentry *e, void *arg)
+{
+    struct redirect_arg *ra = arg;
+    char *relay = str_dup(ra->relay);
+    if (relay == NULL)
+        return;
+    entry_detach(e);
+    free(e->relay);
+    e->relay = relay;
+    for (size_t i = 0; i < e->n_idx; i++)
+        e->m->r[e->idx[i]].next_try = 0;
+    /* Redirected entries go to the front: the operator wants them out now. */
+    struct qdomain *d = e->d;
+    e->prev = NULL;
+    e->next = d->ready_head;
+    if (d->ready_head)
+        d->ready_head->prev = e;
+    else
+        d->ready_tail = e;
+    d->ready_head = e;
+    d->n_ready++;
+    runq_add(q, d);
+    ra->count += e->n_idx;
+    log_msg(e->m->id, "redirected by the operator: %zu recipient(s) for %s to %s", e->n_idx, d->name, relay);
+}
+
+size_t qmgr_queue_redirect(struct qmgr_queue *q, const char *id, const char *domain, const char *relay)
+{
+    struct redirect_arg ra = {relay, 0};
+    for_each_idle_entry(q, id, domain, redirect_entry, &ra);
+    kick(q);
+    return ra.count;
+}
+
+bool qmgr_queue_known(struct qmgr_queue *q, const char *id) { return msg_find(q, id) != NULL; }
+
 /* ---- life cycle ---- */
 
 void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
@@ -1133,11 +1263,13 @@ void qmgr_queue_free(struct qmgr_queue *q)
             for (e = d->ready_head; e; e = next) {
                 next = e->next;
                 free(e->idx);
+                free(e->relay);
                 free(e);
             }
             for (e = d->wait; e; e = next) {
                 next = e->next;
                 free(e->idx);
+                free(e->relay);
                 free(e);
             }
             free(d->name);

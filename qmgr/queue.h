@@ -62,6 +62,19 @@ bool qmgr_queue_site(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigne
  * (gateway, domain) queue, or of one domain's queues (false: unknown). */
 bool qmgr_queue_domains(struct qmgr_queue *q, const char *domain, bool json, struct buf *out);
 
+/* qmgr_queue_delete - drop the pending recipients (not those in delivery
+ * right now) of one message or of one domain: marked deleted in the queue
+ * file, no bounce. Returns how many recipients. */
+size_t qmgr_queue_delete(struct qmgr_queue *q, const char *id, const char *domain);
+
+/* qmgr_queue_redirect - deliver the pending recipients of one message or
+ * domain to relay (host[:port] list) instead of their route, now. Returns how
+ * many recipients. (In memory: a restart forgets the redirection.) */
+size_t qmgr_queue_redirect(struct qmgr_queue *q, const char *id, const char *domain, const char *relay);
+
+/* qmgr_queue_known - the id is in the queue. */
+bool qmgr_queue_known(struct qmgr_queue *q, const char *id);
+
 /* qmgr_queue_flush - make deferred recipients (of one domain, or all when
  * domain is NULL) due now; returns how many. */
 size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain);
