@@ -42,6 +42,12 @@ from conftest import SMTPClient, free_port, queued_id, wait_until  # noqa: F401
 from dnsserver import DNSServer  # noqa: F401  (re-exported for the tests)
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
+
+# As test/integration/run.sh does: LeakSanitizer at exit keeps a stopped
+# master alive (ptrace-stopped) after "mailctl stop" returned, which the
+# teardown reports as a leftover process.
+os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
 SENDER = "sender@client.test.example"
 BOUNCE_DOMAIN = "client.test.example"
 
@@ -248,6 +254,7 @@ class Receiver:
         self.rejected = []
         self.rcpt_log = []
         self.n_sessions = 0
+        self.watched = None
         self.loop = asyncio.new_event_loop()
         self._server = None
         self._ready = threading.Event()
@@ -355,10 +362,25 @@ class Receiver:
             while len(self.messages) < n:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError("receiver %s: %d message(s) after %.1fs, wanted %d; sessions %r" % (
-                        self.name, len(self.messages), timeout, n, self.sessions[-5:]))
+                    raise AssertionError("receiver %s: %d message(s) after %.1fs, wanted %d; sessions %r%s" % (
+                        self.name, len(self.messages), timeout, n, self.sessions[-5:], self._context()))
                 self.cond.wait(min(left, 0.2))
             return list(self.messages)
+
+    def _context(self):
+        """Diagnostics from the instance that sends to us (set by watch())."""
+        bw = self.watched
+        if bw is None:
+            return ""
+        try:
+            q = bw.mailctl("queue", "list").stdout
+        except Exception as e:
+            q = repr(e)
+        return "\nqueue:\n%s\nlog tail:\n%s" % (q[-2000:], bw.log()[-5000:])
+
+    def watch(self, bw):
+        self.watched = bw
+        return self
 
     def wait_sessions(self, n, timeout=15.0):
         deadline = time.monotonic() + timeout
@@ -765,5 +787,7 @@ def relay(bw_factory, rx_factory):
         r = [(DEST, "127.0.0.2:%d" % rx.port), (BOUNCE_DOMAIN, "127.0.0.9:%d" % brx.port)]
         r += list((routes or {}).items()) if isinstance(routes, dict) else list(routes or [])
         bw = relay_instance(bw_factory, r, dns, params, start)
+        rx.watch(bw)
+        brx.watch(bw)
         return Relay(bw, rx, brx)
     return make
