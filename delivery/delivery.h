@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "inet.h"
+
 struct event_base;
 struct dnsc;
 struct table;
@@ -21,6 +23,10 @@ struct delivery {
     int connect_timeout_s;
     int timeout_s;
     struct table *routes;
+    char vg[64];                /* the virtual gateway this process serves */
+    struct inet_endpoint sources[8]; /* its source addresses (none: the system's choice) */
+    int n_sources;
+    unsigned next_source;
     struct dnsc *dns;
     struct job **jobs;
     size_t n_jobs, cap_jobs;

@@ -13,6 +13,7 @@
 #include "smtp.h"
 #include "str.h"
 #include "table.h"
+#include "vg.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
@@ -128,7 +129,9 @@ static void dial_qmgr(evutil_socket_t fd, short what, void *arg)
         return;
     }
     struct ipc_msg h;
-    if (ipc_begin(&h, IPC_HELLO) && ipc_put_u64(&h, IPC_VERSION) && ipc_put_str(&h, "delivery") &&
+    char program[96];
+    str_fmt(program, sizeof program, "delivery/%s", dl->vg);
+    if (ipc_begin(&h, IPC_HELLO) && ipc_put_u64(&h, IPC_VERSION) && ipc_put_str(&h, program) &&
         ipc_put_u64(&h, (uint64_t)getpid()) && ipc_finish(&h))
         peer_send(qmgr_link, &h);
     ipc_msg_free(&h);
@@ -143,7 +146,24 @@ static bool load_settings(struct delivery *dl, const struct config *cfg, char *e
         str_copy(err, errlen, terr);
         return false;
     }
-    char *helo = str_dup(cfg_str(cfg, P_smtp_helo_name));
+    char verr[VG_ERR_MAX];
+    struct vg_set *vs = vg_load(cfg, verr);
+    if (vs == NULL) {
+        table_free(routes);
+        str_copy(err, errlen, verr);
+        return false;
+    }
+    const struct vg *g = vg_find(vs, dl->vg);
+    if (g == NULL) {
+        vg_free(vs);
+        table_free(routes);
+        str_fmt(err, errlen, "virtual gateway '%s' is not in virtual_gateways", dl->vg);
+        return false;
+    }
+    char *helo = str_dup(g->helo[0] ? g->helo : cfg_str(cfg, P_smtp_helo_name));
+    dl->n_sources = g->n_sources;
+    memcpy(dl->sources, g->sources, sizeof dl->sources);
+    vg_free(vs);
     if (helo == NULL) {
         table_free(routes);
         return str_copy(err, errlen, "out of memory"), false;
@@ -167,8 +187,12 @@ static bool delivery_post_init(struct server *srv)
     char err[512], path[PATHS_MAX];
     if ((dl->queue_directory = str_dup(cfg_str(srv->cfg, P_queue_directory))) == NULL)
         log_fatal("out of memory");
+    /* -n NAME: the virtual gateway; the plain program name means "default". */
+    str_copy(dl->vg, sizeof dl->vg, strcmp(srv->instance, srv->program) == 0 ? "default" : srv->instance);
     if (!load_settings(dl, srv->cfg, err, sizeof err))
-        log_fatal("smtp_routes: %s", err);
+        log_fatal("%s", err);
+    if (dl->n_sources)
+        log_info("virtual gateway %s: %d source address(es), helo %s", dl->vg, dl->n_sources, dl->helo_name);
     if (!paths_private_socket(dl->queue_directory, "dnscache", path, sizeof path) ||
         (dl->dns = dnsc_new(srv->base, path)) == NULL)
         log_fatal("cannot create the dnscache client");
@@ -183,7 +207,7 @@ static void delivery_on_reload(struct server *srv, struct config *old)
 {
     char err[512];
     if (!load_settings(&the_delivery, srv->cfg, err, sizeof err))
-        log_error("reload: smtp_routes: %s; keeping the old routes", err);
+        log_error("reload: %s; keeping the old settings", err);
 }
 
 static void on_stop_timer(evutil_socket_t fd, short what, void *arg)

@@ -9,6 +9,7 @@
 #include "str.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <event2/buffer.h>
@@ -540,21 +541,50 @@ static void connect_target(struct smtp_session *s)
     struct job *j = s->j;
     if (s->bev)
         bufferevent_free(s->bev);
-    s->bev = bufferevent_socket_new(j->dl->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    s->bev = NULL;
+    struct target *t = &j->targets[s->target];
+    set_relay(s);
+    /* The gateway's own source address, of the target's family. */
+    int family = t->ep.ss.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        char why[512];
+        str_fmt(why, sizeof why, "socket for %s: %s", j->relay, strerror(errno));
+        next_target(s, why);
+        return;
+    }
+    struct delivery *dl = j->dl;
+    if (dl->n_sources > 0) {
+        int pick = -1;
+        for (int k = 0; k < dl->n_sources && pick < 0; k++) {
+            int idx = (int)((dl->next_source + (unsigned)k) % (unsigned)dl->n_sources);
+            if (dl->sources[idx].ss.ss_family == family)
+                pick = idx;
+        }
+        if (pick < 0 || bind(fd, (struct sockaddr *)&dl->sources[pick].ss, dl->sources[pick].len) != 0) {
+            char why[512];
+            str_fmt(why, sizeof why, "virtual gateway %s: %s for %s", dl->vg,
+                    pick < 0 ? "no source address of this address family" : strerror(errno), j->relay);
+            close(fd);
+            next_target(s, why);
+            return;
+        }
+        dl->next_source++;
+    }
+    s->bev = bufferevent_socket_new(j->dl->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (s->bev == NULL) {
+        close(fd);
         finish(s, "delivery agent out of memory");
         return;
     }
     s->state = ST_CONNECT;
     s->pipelining = s->has_size = s->has_8bitmime = false;
     s->reply_len = 0;
-    set_relay(s);
     struct timeval tv = {j->dl->connect_timeout_s, 0};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_WRITE, OUT_LOW, 0);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    struct target *t = &j->targets[s->target];
     j->site_tried = true;
     if (bufferevent_socket_connect(s->bev, (struct sockaddr *)&t->ep.ss, (int)t->ep.len) != 0) {
         char why[512];

@@ -6,6 +6,8 @@
 #include "paths.h"
 #include "server.h"
 #include "str.h"
+#include "table.h"
+#include "vg.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,6 +57,28 @@ static struct config *load(struct mailctl *mc, bool warn)
     for (size_t i = 0; warn && config_warning(cfg, i); i++)
         fprintf(stderr, "mailctl: warning: %s\n", config_warning(cfg, i));
     return cfg;
+}
+
+/* tables_ok - every table file named in main.cf parses, with FILE:LINE errors */
+static bool tables_ok(const struct config *cfg)
+{
+    char err[VG_ERR_MAX > TABLE_ERR_MAX ? VG_ERR_MAX : TABLE_ERR_MAX];
+    struct vg_set *vs = vg_load(cfg, err);
+    if (vs == NULL) {
+        fail("%s", err);
+        return false;
+    }
+    vg_free(vs);
+    const enum param_id tables[] = {P_smtp_routes, P_destination_controls};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        struct table *t = table_load(cfg_str(cfg, tables[i]), err);
+        if (t == NULL) {
+            fail("%s: %s", param_table[tables[i]].name, err);
+            return false;
+        }
+        table_free(t);
+    }
+    return true;
 }
 
 /* running_pid - pid of the master holding the instance lock, or 0 */
@@ -115,6 +139,10 @@ int cmd_start(struct mailctl *mc, int argc, char **argv)
     struct config *cfg = load(mc, true);
     if (cfg == NULL)
         return 1;
+    if (!tables_ok(cfg)) {
+        config_free(cfg);
+        return 1;
+    }
     long pid = running_pid(cfg);
     if (pid > 0) {
         fprintf(stderr, "mailctl: breakwater is already running (pid %ld)\n", pid);
@@ -323,7 +351,10 @@ int cmd_reload(struct mailctl *mc, int argc, char **argv)
     struct config *cfg = load(mc, true); /* report a bad main.cf here, with file:line */
     if (cfg == NULL)
         return 1;
+    bool ok = tables_ok(cfg);
     config_free(cfg);
+    if (!ok)
+        return 1;
     const char *req[] = {"reload"};
     return simple_call(mc, 1, req, false);
 }
@@ -405,7 +436,7 @@ int cmd_config(struct mailctl *mc, int argc, char **argv)
             return 1;
         char err[256];
         unsigned uid, gid;
-        bool ok = daemons_present(cfg);
+        bool ok = daemons_present(cfg) && tables_ok(cfg);
         if (!server_owner_ids(cfg_str(cfg, P_mail_owner), &uid, &gid, err, sizeof err)) {
             fprintf(stderr, "mailctl: %s: %s\n", config_path(cfg), err);
             ok = false;

@@ -24,6 +24,7 @@ static const char *const child_state_names[CHILD_STATE_MAX] = {"running", "waiti
 
 struct child {
     char name[32];
+    char instance[64];          /* -n value ("" = none), e.g. the virtual gateway */
     int slot;
     bool listeners;
     bool retired;               /* removed by children_ensure: do not restart */
@@ -113,7 +114,11 @@ static _Noreturn void exec_child(struct children *cs, struct child *c)
     str_fmt(path, sizeof path, "%s/%s", cs->daemon_directory, c->name);
     str_fmt(slot, sizeof slot, "%d", c->slot);
     str_fmt(nl, sizeof nl, "%d", n);
-    char *argv[] = {c->name, "-c", cs->config_dir, "-i", slot, "-l", nl, NULL};
+    char *argv[] = {c->name, "-c", cs->config_dir, "-i", slot, "-l", nl, NULL, NULL, NULL};
+    if (c->instance[0]) {
+        argv[7] = "-n";
+        argv[8] = c->instance;
+    }
     execv(path, argv);
     log_error_errno("cannot execute %s", path);
     _exit(127);
@@ -136,7 +141,8 @@ static void child_start(struct child *c)
     c->pid = pid;
     c->state = CHILD_RUNNING;
     gettimeofday(&c->started, NULL);
-    log_info("daemon %s[%d] started, pid %ld", c->name, c->slot, (long)pid);
+    log_info("daemon %s[%d]%s%s started, pid %ld", c->name, c->slot, c->instance[0] ? " for " : "", c->instance,
+             (long)pid);
 }
 
 static void on_restart_timer(evutil_socket_t fd, short what, void *arg)
@@ -147,7 +153,7 @@ static void on_restart_timer(evutil_socket_t fd, short what, void *arg)
 }
 
 /* child_add - a new slot of a service, started at once */
-static struct child *child_add(struct children *cs, const char *name, int slot, bool listeners)
+static struct child *child_add(struct children *cs, const char *name, int slot, bool listeners, const char *instance)
 {
     if (cs->n == cs->cap) {
         size_t cap = cs->cap ? cs->cap * 2 : 8;
@@ -161,6 +167,7 @@ static struct child *child_add(struct children *cs, const char *name, int slot, 
     if (c == NULL)
         return NULL;
     str_copy(c->name, sizeof c->name, name);
+    str_copy(c->instance, sizeof c->instance, instance);
     c->slot = slot;
     c->listeners = listeners;
     c->owner = cs;
@@ -174,22 +181,30 @@ static struct child *child_add(struct children *cs, const char *name, int slot, 
     return c;
 }
 
-bool children_ensure(struct children *cs, const char *name, int count, bool listeners)
+/* ensure - exactly count slots of a service, with optional instance names */
+static bool ensure(struct children *cs, const char *name, int count, bool listeners, const char *const *instances)
 {
     for (int slot = 0; slot < count; slot++) {
+        const char *inst = instances ? instances[slot] : "";
         bool found = false;
         for (size_t i = 0; i < cs->n; i++) {
             struct child *c = cs->list[i];
-            if (strcmp(c->name, name) == 0 && c->slot == slot) {
-                found = true;
-                if (c->retired) { /* wanted again */
-                    c->retired = false;
-                    if (c->state == CHILD_STOPPED)
-                        child_start(c);
-                }
+            if (strcmp(c->name, name) != 0 || c->slot != slot)
+                continue;
+            found = true;
+            if (strcmp(c->instance, inst) != 0) {
+                /* A new name for this slot: it restarts under that name. */
+                str_copy(c->instance, sizeof c->instance, inst);
+                if (c->state == CHILD_RUNNING && !c->retired)
+                    kill(c->pid, SIGTERM);
+            }
+            if (c->retired) { /* wanted again */
+                c->retired = false;
+                if (c->state == CHILD_STOPPED)
+                    child_start(c);
             }
         }
-        if (!found && child_add(cs, name, slot, listeners) == NULL)
+        if (!found && child_add(cs, name, slot, listeners, inst) == NULL)
             return false;
     }
     for (size_t i = 0; i < cs->n; i++) {
@@ -204,6 +219,16 @@ bool children_ensure(struct children *cs, const char *name, int count, bool list
         }
     }
     return true;
+}
+
+bool children_ensure(struct children *cs, const char *name, int count, bool listeners)
+{
+    return ensure(cs, name, count, listeners, NULL);
+}
+
+bool children_ensure_named(struct children *cs, const char *name, const char *const *instances, int count)
+{
+    return ensure(cs, name, count, false, instances);
 }
 
 /* child_exited - log, then decide when to restart */
@@ -283,8 +308,11 @@ bool children_json(const struct children *cs, struct buf *out)
     bool ok = buf_puts(out, "[");
     for (size_t i = 0; ok && i < cs->n; i++) {
         const struct child *c = cs->list[i];
-        ok = buf_printf(out, "%s{\"name\": \"%s\", \"slot\": %d, \"pid\": %ld, \"state\": \"%s\", \"restarts\": %d}",
-                        i ? ", " : "", c->name, c->slot, (long)c->pid, child_state_names[c->state], c->restarts);
+        ok = buf_printf(out,
+                        "%s{\"name\": \"%s\", \"slot\": %d, \"instance\": \"%s\", \"pid\": %ld, \"state\": \"%s\", "
+                        "\"restarts\": %d}",
+                        i ? ", " : "", c->name, c->slot, c->instance, (long)c->pid, child_state_names[c->state],
+                        c->restarts);
     }
     return ok && buf_puts(out, "]");
 }
@@ -294,8 +322,8 @@ bool children_text(const struct children *cs, struct buf *out)
     bool ok = true;
     for (size_t i = 0; ok && i < cs->n; i++) {
         const struct child *c = cs->list[i];
-        ok = buf_printf(out, "  %s[%d]: %s, pid %ld, restarts %d\n", c->name, c->slot, child_state_names[c->state],
-                        (long)c->pid, c->restarts);
+        ok = buf_printf(out, "  %s[%d]%s%s: %s, pid %ld, restarts %d\n", c->name, c->slot, c->instance[0] ? " " : "",
+                        c->instance, child_state_names[c->state], (long)c->pid, c->restarts);
     }
     return ok;
 }

@@ -36,6 +36,10 @@ bool children_set_env(struct children *cs, const struct children_env *env);
  * listening sockets. False on ENOMEM. */
 bool children_ensure(struct children *cs, const char *name, int count, bool listeners);
 
+/* children_ensure_named - like children_ensure with one instance name per
+ * slot (passed as -n NAME); a slot whose name changes is restarted. */
+bool children_ensure_named(struct children *cs, const char *name, const char *const *instances, int count);
+
 /* children_reap - collect exited children (call on SIGCHLD): log each exit,
  * schedule restarts unless stopping. */
 void children_reap(struct children *cs);

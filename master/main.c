@@ -12,6 +12,7 @@
 #include "server.h"
 #include "spool.h"
 #include "str.h"
+#include "vg.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -145,6 +146,26 @@ static void children_env_of(struct master *m, struct children_env *env)
     env->throttle_max_ms = (int)cfg_int(m->cfg, P_master_throttle_max) * 1000;
 }
 
+/* ensure_deliveries - one delivery process per virtual gateway */
+static bool ensure_deliveries(struct master *m, const struct config *cfg, char *err, size_t errlen)
+{
+    char verr[VG_ERR_MAX];
+    struct vg_set *vs = vg_load(cfg, verr);
+    if (vs == NULL) {
+        str_copy(err, errlen, verr);
+        return false;
+    }
+    const char *names[64];
+    size_t n = vg_count(vs) < 64 ? vg_count(vs) : 64;
+    for (size_t i = 0; i < n; i++)
+        names[i] = vg_at(vs, i)->name;
+    bool ok = children_ensure_named(m->children, "delivery", names, (int)n);
+    vg_free(vs);
+    if (!ok)
+        str_copy(err, errlen, "out of memory");
+    return ok;
+}
+
 /* start_stop - graceful stop: children get SIGTERM, stragglers SIGKILL later */
 static void start_stop(struct master *m, const char *why)
 {
@@ -190,6 +211,15 @@ static int do_reload(struct master *m, char *err, size_t errlen)
         str_copy(err, errlen, cerr);
         return 1;
     }
+    char verr[VG_ERR_MAX];
+    struct vg_set *vs = vg_load(cfg, verr);
+    if (vs == NULL) {
+        log_error("reload refused, keeping the running configuration: %s", verr);
+        str_copy(err, errlen, verr);
+        config_free(cfg);
+        return 1;
+    }
+    vg_free(vs);
     if (strcmp(cfg_str(cfg, P_smtpd_listen), cfg_str(m->cfg, P_smtpd_listen)) != 0 ||
         strcmp(cfg_str(cfg, P_queue_directory), cfg_str(m->cfg, P_queue_directory)) != 0)
         log_warn("reload: smtpd_listen or queue_directory changed; they take effect at the next start");
@@ -201,6 +231,9 @@ static int do_reload(struct master *m, char *err, size_t errlen)
     children_set_env(m->children, &env);
     children_signal(m->children, SIGHUP);
     children_ensure(m->children, "smtpd", (int)cfg_int(cfg, P_smtpd_processes), true);
+    char derr[VG_ERR_MAX];
+    if (!ensure_deliveries(m, cfg, derr, sizeof derr))
+        log_error("reload: %s", derr);
     config_free(old);
     log_info("reloaded configuration from %s", config_path(cfg));
     return 0;
@@ -340,8 +373,9 @@ int main(int argc, char **argv)
     /* Before any daemon inherits them: a caller's pipe must not stay open. */
     detach_stdio(foreground);
     log_info("breakwater %s starting, pid %ld, config %s", BW_VERSION, (long)getpid(), config_path(m.cfg));
+    if (!ensure_deliveries(&m, m.cfg, err, sizeof err))
+        startup_fail(ready_fd, err);
     if (!children_ensure(m.children, "dnscache", 1, false) || !children_ensure(m.children, "qmgr", 1, false) ||
-        !children_ensure(m.children, "delivery", 1, false) ||
         !children_ensure(m.children, "smtpd", (int)cfg_int(m.cfg, P_smtpd_processes), true))
         startup_fail(ready_fd, "out of memory");
 

@@ -177,7 +177,7 @@ static bool on_msg(struct peer *p, struct ipc_msg *m, void *arg)
             log_error("peer %s speaks IPC version %llu, not %d: refused", program, (unsigned long long)u, IPC_VERSION);
             return false;
         }
-        if (strcmp(program, "delivery") == 0 && !c->agent) {
+        if ((strcmp(program, "delivery") == 0 || strncmp(program, "delivery/", 9) == 0) && !c->agent) {
             c->agent = true;
             qmgr_queue_agent_add(q->queue, p, program);
         }

@@ -10,6 +10,7 @@
 #include "spool.h"
 #include "str.h"
 #include "table.h"
+#include "vg.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -105,7 +106,8 @@ const char *domain_state_name(enum domain_state st)
 
 struct agent {
     struct peer *p;
-    char name[32];
+    char name[96];
+    char vg[64];
     int active;
     struct agent *next;
 };
@@ -140,6 +142,7 @@ struct qmgr_queue {
     bool use_syncfs;
     int sync_fd;       /* queue/ directory, for syncfs */
     struct table *controls; /* destination_controls */
+    struct vg_set *vgs;     /* virtual gateways (which agents exist) */
 };
 
 static unsigned hash_str(const char *s)
@@ -425,11 +428,15 @@ bool qmgr_queue_add(struct qmgr_queue *q, const char *id)
 
 /* ---- dispatch ---- */
 
-static struct agent *agent_pick(struct qmgr_queue *q)
+/* agent_pick - the least busy agent of a virtual gateway (a gateway that is
+ * no longer configured falls back to "default") */
+static struct agent *agent_pick(struct qmgr_queue *q, const char *vg)
 {
+    if (q->vgs && vg_find(q->vgs, vg) == NULL)
+        vg = "default";
     struct agent *best = NULL;
     for (struct agent *a = q->agents; a; a = a->next)
-        if (a->active < AGENT_CONCURRENCY && (best == NULL || a->active < best->active))
+        if (strcmp(a->vg, vg) == 0 && a->active < AGENT_CONCURRENCY && (best == NULL || a->active < best->active))
             best = a;
     return best;
 }
@@ -451,15 +458,24 @@ static bool job_send(struct qmgr_queue *q, struct agent *a, struct qjob *j)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct qmgr_queue *q = arg;
-    /* Round robin: each domain gets one job per turn while it can take more. */
+    /* Round robin: each domain gets one job per turn while it can take more.
+     * Domains whose gateway has no agent with room wait for the next kick. */
+    struct qdomain *blocked = NULL, *blocked_tail = NULL;
     while (q->runq_head) {
-        struct agent *a = agent_pick(q);
-        if (a == NULL)
-            return;
         struct qdomain *d = q->runq_head;
         q->runq_head = d->runq_next;
         if (q->runq_head == NULL)
             q->runq_tail = NULL;
+        struct agent *a = agent_pick(q, d->vg);
+        if (a == NULL) {
+            d->runq_next = NULL;
+            if (blocked_tail)
+                blocked_tail->runq_next = d;
+            else
+                blocked = d;
+            blocked_tail = d;
+            continue;
+        }
         d->on_runq = false;
         if (d->ready_head == NULL || d->active >= d->max_connections)
             continue; /* back on the queue when something changes */
@@ -474,7 +490,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         struct qjob *j = calloc(1, sizeof *j);
         if (j == NULL) {
             ready_push(q, e);
-            return;
+            break;
         }
         j->id = ++q->next_job;
         j->probe = probe;
@@ -490,7 +506,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
                 e->m->r[e->idx[i]].busy = false;
             ready_push(q, e);
             free(j);
-            return;
+            break;
         }
         unsigned h = (unsigned)(j->id % JOB_BUCKETS);
         j->hnext = q->jobs[h];
@@ -504,6 +520,13 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         }
         if (d->ready_head && d->state == DOM_UP)
             runq_add(q, d);
+    }
+    if (blocked) { /* still on the run queue (on_runq stays true), after what is left */
+        if (q->runq_tail)
+            q->runq_tail->runq_next = blocked;
+        else
+            q->runq_head = blocked;
+        q->runq_tail = blocked_tail;
     }
 }
 
@@ -835,6 +858,8 @@ void qmgr_queue_agent_add(struct qmgr_queue *q, struct peer *p, const char *name
         return;
     a->p = p;
     str_copy(a->name, sizeof a->name, name);
+    const char *slash = strchr(name, '/');
+    str_copy(a->vg, sizeof a->vg, slash ? slash + 1 : "default");
     a->next = q->agents;
     q->agents = a;
     log_info("delivery agent %s connected", name);
@@ -1206,6 +1231,14 @@ void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
     free(copy);
     q->lifetime = cfg_int(cfg, P_max_queue_lifetime);
     q->use_syncfs = strcmp(cfg_str(cfg, P_spool_sync_method), "syncfs") == 0;
+    char verr[VG_ERR_MAX];
+    struct vg_set *vs = vg_load(cfg, verr);
+    if (vs == NULL) {
+        log_error("%s (keeping the previous virtual gateways)", verr);
+    } else {
+        vg_free(q->vgs);
+        q->vgs = vs;
+    }
     char terr[TABLE_ERR_MAX];
     struct table *t = table_load(cfg_str(cfg, P_destination_controls), terr);
     if (t == NULL) {
@@ -1294,6 +1327,7 @@ void qmgr_queue_free(struct qmgr_queue *q)
     if (q->sync_fd > 0)
         close(q->sync_fd);
     table_free(q->controls);
+    vg_free(q->vgs);
     free(q->qdir);
     free(q->hostname);
     free(q->bounce_vg);

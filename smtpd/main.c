@@ -10,6 +10,7 @@
 #include "server.h"
 #include "session.h"
 #include "spool.h"
+#include "vg.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -139,6 +140,9 @@ static bool smtpd_post_init(struct server *srv)
     struct smtpd *sd = srv->app;
     if ((sd->policy = policy_new(srv->cfg)) == NULL)
         log_fatal("out of memory");
+    char verr[VG_ERR_MAX];
+    if ((sd->vgs = vg_load(srv->cfg, verr)) == NULL)
+        log_fatal("%s", verr);
     sd->committer = spool_committer_new(srv->base, sd->set.queue_directory, sync_method(srv->cfg));
     if (sd->committer == NULL)
         log_fatal_errno("cannot start the spool committer for %s", sd->set.queue_directory);
@@ -165,7 +169,12 @@ static void smtpd_on_reload(struct server *srv, struct config *old)
     struct smtpd *sd = srv->app;
     struct smtpd_settings set;
     struct policy *p = policy_new(srv->cfg);
+    char verr[VG_ERR_MAX];
+    struct vg_set *vgs = vg_load(srv->cfg, verr);
+    if (vgs == NULL)
+        log_error("reload: %s; keeping the old virtual gateways", verr);
     if (p == NULL || !smtpd_settings_load(&set, srv->cfg)) {
+        vg_free(vgs);
         policy_free(p);
         log_error("reload: out of memory, keeping the old settings");
         return;
@@ -178,6 +187,10 @@ static void smtpd_on_reload(struct server *srv, struct config *old)
     sd->set = set;
     policy_free(sd->policy);
     sd->policy = p;
+    if (vgs) {
+        vg_free(sd->vgs);
+        sd->vgs = vgs;
+    }
     resume_accept(sd);
 }
 
@@ -237,6 +250,7 @@ static void smtpd_on_exit(struct server *srv)
     if (sd->stop_timer)
         event_free(sd->stop_timer);
     policy_free(sd->policy);
+    vg_free(sd->vgs);
     peer_free(sd->qmgr);
     smtpd_settings_free(&sd->set);
 }

@@ -13,6 +13,7 @@
 #include "server.h"
 #include "spool.h"
 #include "str.h"
+#include "vg.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
@@ -393,7 +394,8 @@ static void cmd_data(struct session *s, struct smtp_command *c)
         .protocol = s->esmtp ? "ESMTP" : "SMTP",
         .body_type = s->mp.body == BODY_8BITMIME ? "8BITMIME" : "7BIT",
         .smtputf8 = s->mp.smtputf8,
-        .vg = "default",
+        .vg = vg_classify(s->sd->vgs, s->sender, (const char *const *)s->rcpts, s->n_rcpts,
+                          (struct sockaddr *)&s->peer, s->listener),
         .listener = s->listener,
         .rcpts = (const char *const *)s->rcpts,
         .n_rcpts = s->n_rcpts,
@@ -405,6 +407,7 @@ static void cmd_data(struct session *s, struct smtp_command *c)
         s->stage = NULL;
         return reply(s, RPL_SPOOL_ERROR);
     }
+    log_msg(s->id, "vg=%s", env.vg);
     if (!received_header(s)) {
         transaction_reset(s);
         return reply(s, RPL_SPOOL_ERROR);

@@ -40,6 +40,7 @@ struct smtpd {
     struct server *srv;
     struct smtpd_settings set;
     struct policy *policy;
+    struct vg_set *vgs;         /* virtual gateways and their classification rules */
     struct spool_committer *committer;
     struct evconnlistener *listeners[64];
     int n_listeners;

@@ -38,7 +38,7 @@ import time
 
 from aiosmtpd.smtp import SMTP, syntax
 
-from conftest import SMTPClient, free_port, queued_id, wait_until  # noqa: F401
+from conftest import LOG_PREFIX, SMTPClient, free_port, queued_id, wait_until  # noqa: F401
 from dnsserver import DNSServer  # noqa: F401  (re-exported for the tests)
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -529,9 +529,27 @@ def send(bw, rcpts, sender=SENDER, content=None, subject="relay test", body=b"He
 
 # ---------------------------------------------------------------- logs
 
-DELIVERY_RE = (r"breakwater/delivery\[\d+\]: (?P<id>[0-9A-F]{18}): to=<(?P<to>[^>]*)>, relay=(?P<relay>\S+), "
-               r"delay=(?P<delay>[\d.]+), delays=(?P<delays>[\d.]+/[\d.]+/[\d.]+/[\d.]+), dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
+# Loose enough to find every delivery line (the number format is checked by
+# delivery_format_problems, so a bad number fails only the tests about it).
+DELIVERY_RE = (r"breakwater/delivery\[\d+\]: (?P<id>[0-9A-F]{18}): to=<(?P<to>[^>]*)>, relay=(?P<relay>[^,]+), "
+               r"delay=(?P<delay>[^,]+), delays=(?P<delays>[^,]+), dsn=(?P<dsn>[^,]+), "
                r"status=(?P<status>sent|deferred|bounced) \((?P<reply>.*)\)$")
+
+# Postfix's shape: plain decimal numbers (pflogsumm and friends parse them).
+NUM = r"\d+(?:\.\d+)?"
+STRICT_DELIVERY_RE = re.compile(
+    r"^" + LOG_PREFIX + r"breakwater/delivery\[\d+\]: [0-9A-F]{18}: to=<[^>]*>, relay=(?:none|\S+\[[0-9a-f.:]+\]:\d+), "
+    r"delay=%s, delays=%s/%s/%s/%s, dsn=[245]\.\d{1,3}\.\d{1,3}, status=(?:sent|deferred|bounced) \(.*\)$"
+    % ((NUM,) * 5))
+
+
+def delivery_format_problems(bw, start=0):
+    """Delivery log lines (those with to=<) that do not have the exact shape."""
+    bad = []
+    for line in bw.log()[start:].splitlines():
+        if "breakwater/delivery[" in line and ": to=<" in line and not STRICT_DELIVERY_RE.match(line):
+            bad.append(line)
+    return bad
 
 
 def delivery_lines(bw, qid=None, to=None, status=None, start=0):
