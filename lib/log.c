@@ -19,6 +19,7 @@ static char log_host[256] = "localhost";
 static enum log_dest log_dest = LOG_DEST_STDERR;
 static int log_file_fd = -1;
 static bool log_debug_on;
+static char log_path[4096];  /* the open log file, kept across reloads */
 
 /* log_open - choose program name and destination */
 bool log_open(const char *program, const char *syslog_name, const char *path)
@@ -31,6 +32,10 @@ bool log_open(const char *program, const char *syslog_name, const char *path)
     char *dot = strchr(log_host, '.');
     if (dot)
         *dot = '\0';
+    /* Same file as before (a reload): keep the descriptor, which a daemon
+     * that dropped privileges could not open again. */
+    if (log_file_fd >= 0 && path && strcmp(path, log_path) == 0)
+        return true;
     if (log_file_fd >= 0) {
         close(log_file_fd);
         log_file_fd = -1;
@@ -53,6 +58,7 @@ bool log_open(const char *program, const char *syslog_name, const char *path)
     }
     log_file_fd = fd;
     log_dest = LOG_DEST_FILE;
+    str_copy(log_path, sizeof log_path, path);
     return true;
 }
 

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "paths.h"
 #include "peer.h"
+#include "notify.h"
 #include "policy.h"
 #include "server.h"
 #include "session.h"
@@ -22,41 +23,6 @@
 #define ACCEPT_RESUME_MS 100 /* retry accepting this soon after EMFILE */
 
 static struct smtpd the_smtpd;
-
-static bool on_qmgr_msg(struct peer *p, struct ipc_msg *m, void *arg)
-{
-    log_warn("unexpected %s message from qmgr", ipc_type_name(m->type));
-    return false;
-}
-
-static void on_qmgr_close(struct peer *p, void *arg)
-{
-    struct smtpd *sd = arg;
-    peer_free(sd->qmgr);
-    sd->qmgr = NULL;
-}
-
-/* smtpd_new_mail - QMGR_NEW_MAIL over private/qmgr */
-void smtpd_new_mail(struct smtpd *sd, const char *id)
-{
-    if (sd->qmgr == NULL) {
-        char path[PATHS_MAX];
-        if (!paths_private_socket(sd->set.queue_directory, "qmgr", path, sizeof path))
-            return;
-        sd->qmgr = peer_connect_unix(sd->srv->base, path, on_qmgr_msg, on_qmgr_close, sd);
-        if (sd->qmgr == NULL)
-            return; /* qmgr down: its spool scan will find the message */
-        struct ipc_msg h;
-        if (ipc_begin(&h, IPC_HELLO) && ipc_put_u64(&h, IPC_VERSION) && ipc_put_str(&h, "smtpd") &&
-            ipc_put_u64(&h, (uint64_t)getpid()) && ipc_finish(&h))
-            peer_send(sd->qmgr, &h);
-        ipc_msg_free(&h);
-    }
-    struct ipc_msg m;
-    if (ipc_begin(&m, IPC_QMGR_NEW_MAIL) && ipc_put_str(&m, id) && ipc_finish(&m))
-        peer_send(sd->qmgr, &m);
-    ipc_msg_free(&m);
-}
 
 static void pause_accept(struct smtpd *sd, bool with_timer)
 {
@@ -146,6 +112,8 @@ static bool smtpd_post_init(struct server *srv)
     sd->committer = spool_committer_new(srv->base, sd->set.queue_directory, sync_method(srv->cfg));
     if (sd->committer == NULL)
         log_fatal_errno("cannot start the spool committer for %s", sd->set.queue_directory);
+    if (!notify_init(sd))
+        log_fatal("out of memory");
     sd->resume_timer = evtimer_new(srv->base, on_resume_timer, sd);
     if (sd->resume_timer == NULL)
         log_fatal("out of memory");
@@ -251,7 +219,7 @@ static void smtpd_on_exit(struct server *srv)
         event_free(sd->stop_timer);
     policy_free(sd->policy);
     vg_free(sd->vgs);
-    peer_free(sd->qmgr);
+    notify_free(sd);
     smtpd_settings_free(&sd->set);
 }
 

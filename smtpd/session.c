@@ -8,6 +8,7 @@
 #include "data.h"
 #include "inet.h"
 #include "log.h"
+#include "notify.h"
 #include "policy.h"
 #include "reply.h"
 #include "server.h"

@@ -50,7 +50,10 @@ struct smtpd {
     struct session *sessions;   /* doubly linked list */
     size_t n_sessions;
     uint64_t accepted_total;
-    struct peer *qmgr;          /* notice channel, connected on demand */
+    struct peer *qmgr;          /* notice channel, connected on demand (notify.c) */
+    struct event *notify_retry;
+    char (*notify_pending)[20]; /* ids waiting for qmgr to come (back) */
+    size_t n_notify_pending;
 };
 
 /* session_new - take over an accepted socket: greet, then serve. On
@@ -75,10 +78,6 @@ void session_discard(struct session *s);
 /* smtpd_settings_load, smtpd_settings_free - copy the values of cfg. */
 bool smtpd_settings_load(struct smtpd_settings *set, const void *cfg);
 void smtpd_settings_free(struct smtpd_settings *set);
-
-/* smtpd_new_mail - tell qmgr about a committed message (best effort: qmgr
- * also rescans the spool, so a lost notice only delays delivery). */
-void smtpd_new_mail(struct smtpd *sd, const char *id);
 
 /* smtpd_session_closed - called by session.c when a session is gone: lets
  * the process resume accepting or finish a stop. */
