@@ -134,8 +134,9 @@ int server_main(int argc, char **argv, const char *program, const struct server_
     run.srv.instance = program;
     run.config_dir = getenv("BREAKWATER_CONFIG");
     bool standalone = false;
+    int ready_fd = -1;
     int opt;
-    while ((opt = getopt(argc, argv, "c:o:n:i:l:vS")) != -1) {
+    while ((opt = getopt(argc, argv, "c:o:n:i:l:vSR:")) != -1) {
         int64_t v;
         switch (opt) {
         case 'c': run.config_dir = optarg; break;
@@ -157,6 +158,11 @@ int server_main(int argc, char **argv, const char *program, const struct server_
             break;
         case 'v': log_set_verbose(true); break;
         case 'S': standalone = true; break;
+        case 'R':
+            if (!str_to_i64(optarg, 3, 1024, &v))
+                usage(program);
+            ready_fd = (int)v;
+            break;
         default: usage(program);
         }
     }
@@ -207,6 +213,11 @@ int server_main(int argc, char **argv, const char *program, const struct server_
     }
     if (hooks->post_init && !hooks->post_init(&run.srv))
         return 1;
+    if (ready_fd >= 0) { /* tell the master we are initialised */
+        ssize_t w = write(ready_fd, "R", 1);
+        (void)w;
+        close(ready_fd);
+    }
     log_debug("started");
     event_base_dispatch(run.srv.base);
     if (hooks->on_exit)

@@ -34,6 +34,9 @@ struct child {
     int quick_failures;         /* consecutive early deaths */
     struct timeval started;
     struct event *restart_timer;
+    int ready_fd;               /* read end of the child's "initialised" pipe */
+    struct event *ready_ev;
+    bool ready;                 /* said so since its last start */
     struct children *owner;
 };
 
@@ -87,18 +90,21 @@ bool children_set_env(struct children *cs, const struct children_env *env)
 }
 
 /* exec_child - in the forked child: set up fds and exec the daemon */
-static _Noreturn void exec_child(struct children *cs, struct child *c)
+static _Noreturn void exec_child(struct children *cs, struct child *c, int ready_w)
 {
     int n = c->listeners ? cs->listeners->n : 0;
-    int high[SERVER_LISTEN_MAX + 1];
-    /* Move everything out of the way first, so the dup2s below cannot clobber. */
+    int high[SERVER_LISTEN_MAX + 2];
+    /* Move everything out of the way first, so the dup2s below cannot clobber:
+     * 3 liveness pipe, 4.. listeners, then the ready pipe. */
     high[0] = fcntl(cs->master_pipe, F_DUPFD, 1000);
     for (int i = 0; i < n; i++)
         high[i + 1] = fcntl(cs->listeners->fds[i], F_DUPFD, 1000);
-    for (int i = 0; i <= n; i++)
+    high[n + 1] = fcntl(ready_w, F_DUPFD, 1000);
+    for (int i = 0; i <= n + 1; i++)
         if (high[i] < 0 || dup2(high[i], SERVER_MASTER_FD + i) < 0)
             _exit(127);
-    close_range((unsigned)(SERVER_MASTER_FD + n + 1), ~0u, 0);
+    int ready_fd = SERVER_MASTER_FD + n + 1;
+    close_range((unsigned)(ready_fd + 1), ~0u, 0);
     /* SIGHUP/SIGTERM stay blocked across exec until the daemon has its
      * handlers (server_main unblocks them): an early reload or stop is then
      * delivered late instead of killing the daemon with the default action. */
@@ -110,26 +116,66 @@ static _Noreturn void exec_child(struct children *cs, struct child *c)
     sigprocmask(SIG_SETMASK, &held, NULL);
     for (int s = 1; s < NSIG; s++)
         signal(s, SIG_DFL);
-    char path[4096], slot[16], nl[16];
+    char path[4096], slot[16], nl[16], rf[16];
+    str_fmt(rf, sizeof rf, "%d", ready_fd);
     str_fmt(path, sizeof path, "%s/%s", cs->daemon_directory, c->name);
     str_fmt(slot, sizeof slot, "%d", c->slot);
     str_fmt(nl, sizeof nl, "%d", n);
-    char *argv[] = {c->name, "-c", cs->config_dir, "-i", slot, "-l", nl, NULL, NULL, NULL};
+    char *argv[] = {c->name, "-c", cs->config_dir, "-i", slot, "-l", nl, "-R", rf, NULL, NULL, NULL};
     if (c->instance[0]) {
-        argv[7] = "-n";
-        argv[8] = c->instance;
+        argv[9] = "-n";
+        argv[10] = c->instance;
     }
     execv(path, argv);
     log_error_errno("cannot execute %s", path);
     _exit(127);
 }
 
+static void on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    struct child *c = arg;
+    char b[8];
+    ssize_t n = read(fd, b, sizeof b);
+    if (n > 0 && b[0] == 'R')
+        c->ready = true;
+    if (n > 0 && n < (ssize_t)sizeof b)
+        return;
+    event_del(c->ready_ev); /* EOF or error: the pipe has done its job */
+    event_free(c->ready_ev);
+    c->ready_ev = NULL;
+    close(c->ready_fd);
+    c->ready_fd = -1;
+}
+
+static void ready_close(struct child *c)
+{
+    if (c->ready_ev) {
+        event_free(c->ready_ev);
+        c->ready_ev = NULL;
+    }
+    if (c->ready_fd >= 0) {
+        close(c->ready_fd);
+        c->ready_fd = -1;
+    }
+}
+
 /* child_start - fork and exec one daemon */
 static void child_start(struct child *c)
 {
     struct children *cs = c->owner;
+    int rp[2];
+    ready_close(c);
+    c->ready = false;
+    if (pipe2(rp, O_CLOEXEC) != 0) {
+        rp[0] = rp[1] = -1;
+        c->ready = true; /* cannot watch: do not wait for it */
+    }
     pid_t pid = fork();
     if (pid < 0) {
+        if (rp[0] >= 0) {
+            close(rp[0]);
+            close(rp[1]);
+        }
         log_error_errno("fork for %s[%d]", c->name, c->slot);
         c->state = CHILD_WAITING;
         struct timeval tv = {1, 0};
@@ -137,7 +183,16 @@ static void child_start(struct child *c)
         return;
     }
     if (pid == 0)
-        exec_child(cs, c);
+        exec_child(cs, c, rp[1]);
+    if (rp[0] >= 0) {
+        close(rp[1]);
+        c->ready_fd = rp[0];
+        c->ready_ev = event_new(cs->base, rp[0], EV_READ | EV_PERSIST, on_ready, c);
+        if (c->ready_ev == NULL || event_add(c->ready_ev, NULL) != 0) {
+            ready_close(c);
+            c->ready = true;
+        }
+    }
     c->pid = pid;
     c->state = CHILD_RUNNING;
     gettimeofday(&c->started, NULL);
@@ -171,6 +226,7 @@ static struct child *child_add(struct children *cs, const char *name, int slot, 
     c->slot = slot;
     c->listeners = listeners;
     c->owner = cs;
+    c->ready_fd = -1;
     c->restart_timer = evtimer_new(cs->base, on_restart_timer, c);
     if (c->restart_timer == NULL) {
         free(c);
@@ -295,6 +351,16 @@ void children_stop(struct children *cs)
     children_signal(cs, SIGTERM);
 }
 
+bool children_settled(const struct children *cs)
+{
+    for (size_t i = 0; i < cs->n; i++) {
+        const struct child *c = cs->list[i];
+        if (!c->retired && !c->ready && c->restarts == 0 && c->state == CHILD_RUNNING)
+            return false;
+    }
+    return true;
+}
+
 int children_alive(const struct children *cs)
 {
     int n = 0;
@@ -333,6 +399,7 @@ void children_free(struct children *cs)
     if (cs == NULL)
         return;
     for (size_t i = 0; i < cs->n; i++) {
+        ready_close(cs->list[i]);
         event_free(cs->list[i]->restart_timer);
         free(cs->list[i]);
     }

@@ -50,6 +50,10 @@ void children_signal(struct children *cs, int sig);
 /* children_stop - no more restarts; SIGTERM everyone. */
 void children_stop(struct children *cs);
 
+/* children_settled - every daemon has said it is initialised (its ready
+ * pipe, -R FD) or has already died once (a crash loop is not waited for). */
+bool children_settled(const struct children *cs);
+
 /* children_alive - how many children are running. */
 int children_alive(const struct children *cs);
 

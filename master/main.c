@@ -25,10 +25,12 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-#define STOP_GRACE_S 5 /* after stop_timeout, this long before SIGKILL */
+#define STOP_GRACE_S 5    /* after stop_timeout, this long before SIGKILL */
+#define STARTUP_WAIT_S 30 /* longest wait for the daemons' ready notes at start */
 
 struct master {
     const char *config_dir;
@@ -379,6 +381,17 @@ int main(int argc, char **argv)
         !children_ensure(m.children, "smtpd", (int)cfg_int(m.cfg, P_smtpd_processes), true))
         startup_fail(ready_fd, "out of memory");
 
+    /* mailctl start returns once the daemons are up, not merely spawned. */
+    struct timeval t0, now;
+    gettimeofday(&t0, NULL);
+    while (!children_settled(m.children)) {
+        event_base_loop(m.base, EVLOOP_ONCE);
+        gettimeofday(&now, NULL);
+        if (now.tv_sec - t0.tv_sec > STARTUP_WAIT_S) {
+            log_warn("start-up: some daemons did not report ready within %ds", STARTUP_WAIT_S);
+            break;
+        }
+    }
     struct buf ok;
     buf_init(&ok, 8192);
     buf_printf(&ok, "ok breakwater started (pid %ld), smtpd listening on", (long)getpid());

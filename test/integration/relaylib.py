@@ -149,10 +149,10 @@ class _Handler:
         reply = self.rx._reply_for("rcpt", address)
         if reply and not reply.startswith("2"):
             with self.rx.lock:
-                self.rx.rcpt_log.append((address, reply))
+                self.rx.rcpt_log.append((address, reply, time.monotonic()))
             return reply
         with self.rx.lock:
-            self.rx.rcpt_log.append((address, "250"))
+            self.rx.rcpt_log.append((address, "250", time.monotonic()))
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 
@@ -400,7 +400,12 @@ class Receiver:
     def rcpt_attempts(self, address):
         """Times address was offered in RCPT (any reply)."""
         with self.lock:
-            return sum(1 for a, _ in self.rcpt_log if a.lower() == address.lower())
+            return sum(1 for a, _, _ in self.rcpt_log if a.lower() == address.lower())
+
+    def rcpt_times(self, address):
+        """Monotonic times at which address was offered in RCPT."""
+        with self.lock:
+            return [t for a, _, t in self.rcpt_log if a.lower() == address.lower()]
 
     def quiet(self, seconds):
         """Sleep seconds and return the messages that arrived meanwhile."""
