@@ -2,6 +2,7 @@
  * the lib/server skeleton: the job channel to qmgr (private/qmgr, re-dialled
  * when qmgr restarts), the dnscache client, the smtp_routes table, reload and
  * graceful stop. The work is in job.c (routing, results) and smtp.c. */
+#include "debug.h"
 #include "delivery.h"
 #include "dnsc.h"
 #include "ipc.h"
@@ -196,6 +197,8 @@ static bool delivery_post_init(struct server *srv)
     if (!paths_private_socket(dl->queue_directory, "dnscache", path, sizeof path) ||
         (dl->dns = dnsc_new(srv->base, path)) == NULL)
         log_fatal("cannot create the dnscache client");
+    if (!debug_init(srv->base, dl->queue_directory))
+        log_fatal("out of memory");
     redial_ev = evtimer_new(srv->base, dial_qmgr, dl);
     if (redial_ev == NULL)
         log_fatal("out of memory");
@@ -242,6 +245,7 @@ static void delivery_on_exit(struct server *srv)
     peer_free(qmgr_link);
     qmgr_link = NULL;
     dnsc_free(dl->dns);
+    debug_shutdown();
     table_free(dl->routes);
     if (redial_ev)
         event_free(redial_ev);

@@ -2,6 +2,7 @@
  * with HELO fallback, SIZE, 8BITMIME, PIPELINING, dot-stuffed content, a
  * result for every recipient. */
 #include "smtp.h"
+#include "debug.h"
 #include "delivery.h"
 #include "job.h"
 #include "log.h"
@@ -64,6 +65,8 @@ struct smtp_session {
     char key[600];              /* "vg domain" this connection serves */
     char relay[INET_STR_MAX + 300];
     int messages;               /* transactions done on this connection */
+    struct debug_log *dbg;      /* domain debug: this conversation's log, or NULL */
+    char dbg_id[24];
     struct smtp_session *idle_next, *idle_prev;
 };
 
@@ -95,6 +98,7 @@ static void send_line(struct smtp_session *s, const char *fmt, ...)
     if (n < 0)
         return;
     size_t len = (size_t)n < sizeof line - 2 ? (size_t)n : sizeof line - 3;
+    debug_line(s->dbg, s->j ? s->j->msgid : NULL, '>', line, len);
     line[len++] = '\r';
     line[len++] = '\n';
     bufferevent_write(s->bev, line, len);
@@ -108,6 +112,7 @@ void smtp_free(struct smtp_session *s)
         *s->gone = true;
     if (s->state == ST_IDLE)
         idle_unlink(s);
+    debug_close(s->dbg);
     if (s->bev)
         bufferevent_free(s->bev);
     free(s);
@@ -201,6 +206,7 @@ static void pump_content(struct smtp_session *s)
             finish(s, "queue file read error");
             return;
         }
+        debug_content(s->dbg, j->msgid, in, (size_t)n);
         size_t o = 0;
         for (ssize_t i = 0; i < n; i++) {
             if (s->at_line_start && in[i] == '.')
@@ -215,6 +221,8 @@ static void pump_content(struct smtp_session *s)
         if (!s->at_line_start)
             evbuffer_add(out, "\r\n", 2);
         evbuffer_add(out, ".\r\n", 3);
+        debug_content(s->dbg, j->msgid, NULL, 0);
+        debug_line(s->dbg, j->msgid, '>', ".", 1);
         s->state = ST_DOT;
     }
 }
@@ -441,6 +449,7 @@ static void on_reply(struct smtp_session *s)
 /* idle_close - an idle connection is done: QUIT (best effort) and free */
 static void idle_close(struct smtp_session *s)
 {
+    debug_line(s->dbg, NULL, '>', "QUIT", 4);
     bufferevent_write(s->bev, "QUIT\r\n", 6);
     struct bufferevent *bev = s->bev;
     s->bev = NULL;
@@ -469,6 +478,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             }
             return;
         }
+        debug_line(s->dbg, s->j ? s->j->msgid : NULL, '<', line, n);
         bool final = n < 4 || line[3] != '-';
         bool valid = n >= 3 && line[0] >= '2' && line[0] <= '5' && line[1] >= '0' && line[1] <= '9' &&
                      line[2] >= '0' && line[2] <= '9';
@@ -579,6 +589,13 @@ static void connect_target(struct smtp_session *s)
     }
     s->state = ST_CONNECT;
     s->pipelining = s->has_size = s->has_8bitmime = false;
+    if (s->dbg == NULL)
+        s->dbg = debug_open(j->domain);
+    if (s->dbg) {
+        char note[INET_STR_MAX + 340];
+        int nn = snprintf(note, sizeof note, "connecting to %s (vg %s)", j->relay, j->vg);
+        debug_line(s->dbg, j->msgid, '-', note, nn > 0 ? (size_t)nn : 0);
+    }
     s->reply_len = 0;
     struct timeval tv = {j->dl->connect_timeout_s, 0};
     bufferevent_set_timeouts(s->bev, &tv, &tv);

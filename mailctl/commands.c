@@ -5,6 +5,7 @@
 #include "ipc.h"
 #include "paths.h"
 #include "server.h"
+#include "addr.h"
 #include "str.h"
 #include "table.h"
 #include "vg.h"
@@ -329,8 +330,63 @@ int cmd_queue(struct mailctl *mc, int argc, char **argv)
     return qmgr_call(mc, argc - 1, req, json);
 }
 
+/* domain_debug - add or remove a domain in log/debug/domains (atomically);
+ * the delivery agents notice within a second, and it survives reloads */
+static int domain_debug(struct mailctl *mc, const char *domain, bool on)
+{
+    if (!addr_domain_valid(domain, strlen(domain), false) || domain[0] == '[')
+        return fail("'%s' is not a domain name", domain);
+    struct config *cfg = load(mc, false);
+    if (cfg == NULL)
+        return 1;
+    char path[PATHS_MAX], tmp[PATHS_MAX + 8], logp[PATHS_MAX];
+    const char *q = cfg_str(cfg, P_queue_directory);
+    str_fmt(path, sizeof path, "%s/log/debug/domains", q);
+    str_fmt(tmp, sizeof tmp, "%s.tmp", path);
+    paths_debug_log(q, domain, logp, sizeof logp);
+    config_free(cfg);
+    FILE *in = fopen(path, "r"), *out = fopen(tmp, "w");
+    if (out == NULL) {
+        if (in)
+            fclose(in);
+        return fail("cannot write %s: %s (is the spool set up? start breakwater once)", tmp, strerror(errno));
+    }
+    char line[512];
+    bool present = false;
+    while (in && fgets(line, sizeof line, in)) {
+        char *d = str_trim(line);
+        if (*d == '\0')
+            continue;
+        if (str_case_eq(d, domain)) {
+            present = true;
+            if (!on)
+                continue;
+        }
+        fprintf(out, "%s\n", d);
+    }
+    if (on && !present)
+        fprintf(out, "%s\n", domain);
+    if (in)
+        fclose(in);
+    if (fclose(out) != 0 || chmod(tmp, 0644) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return fail("cannot update %s: %s", path, strerror(errno));
+    }
+    if (on)
+        printf("debug logging for %s is on: %s\n", domain, logp);
+    else
+        printf("debug logging for %s is off\n", domain);
+    return 0;
+}
+
 int cmd_domain(struct mailctl *mc, int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "debug") == 0 && (strcmp(argv[3], "on") == 0 || strcmp(argv[3], "off") == 0))
+        return domain_debug(mc, argv[2], strcmp(argv[3], "on") == 0);
+    if (argc >= 2 && strcmp(argv[1], "debug") == 0) {
+        fprintf(stderr, "usage: mailctl domain debug DOMAIN on|off\n");
+        return 2;
+    }
     bool json = false;
     const char *req[6];
     int n = 0;

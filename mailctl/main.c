@@ -20,7 +20,7 @@ static const struct {
     {"config", cmd_config, "config [-n] | config check"},
     {"flush", cmd_flush, "flush [DOMAIN]"},
     {"queue", cmd_queue, "queue list [--domain D] [--json] | queue show ID [--json]"},
-    {"domain", cmd_domain, "domain list [--json] | domain show DOMAIN [--json]"},
+    {"domain", cmd_domain, "domain list [--json] | domain show DOMAIN [--json] | domain debug DOMAIN on|off"},
     {"dns", cmd_dns, "dns lookup NAME [MX|A|AAAA|PTR|TXT]"},
     {"ipc", cmd_ipc, "ipc --man"},
 };
