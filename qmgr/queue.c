@@ -1,6 +1,7 @@
 /* queue.c - qmgr's queue: messages, per-(gateway, domain) queues, jobs,
  * retries, durable recipient states, removal and bounces. */
 #include "queue.h"
+#include "neighbour.h"
 #include "addr.h"
 #include "bounce.h"
 #include "config.h"
@@ -28,7 +29,7 @@
 #define DOMAIN_CONCURRENCY 20      /* jobs in flight per domain (destination_controls later) */
 #define AGENT_CONCURRENCY 1000     /* jobs in flight per delivery agent */
 #define RETRY_MAX 32
-#define RETRY_TICK_S 1
+#define TICK_MS 500                /* retry timers and good-neighbour windows */
 
 struct qrcpt {
     char *addr;
@@ -95,6 +96,8 @@ struct qdomain {
     int n_retry;           /* 0: the global retry_schedule */
     bool retry_zero;
     int max_connections;
+    bool good_neighbor;
+    struct gn gn;          /* the connections this domain gets now */
 };
 
 static const char *const domain_state_names[DOM_STATE_MAX] = {"up", "down"};
@@ -209,21 +212,42 @@ static int parse_schedule(const char *text, int64_t *out)
     return n;
 }
 
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void domain_controls_rest(struct qdomain *d, const char *v, char *val, size_t vlen);
+
 /* domain_controls - this domain's destination_controls entry, if any */
 static void domain_controls(struct qmgr_queue *q, struct qdomain *d)
 {
     d->n_retry = 0;
     d->retry_zero = false;
     d->max_connections = DOMAIN_CONCURRENCY;
+    d->good_neighbor = true;
     const char *v = q->controls ? table_find_domain(q->controls, d->name, "default") : NULL;
+    char val[1024];
+    if (v && table_attr(v, "good_neighbor", val, sizeof val))
+        d->good_neighbor = !(strcmp(val, "no") == 0 || strcmp(val, "0") == 0 || strcmp(val, "off") == 0);
+    domain_controls_rest(d, v, val, sizeof val);
+    if (d->gn.max == 0)
+        gn_init(&d->gn, d->good_neighbor, d->max_connections, now_ms());
+    else
+        gn_configure(&d->gn, d->good_neighbor, d->max_connections, now_ms());
+}
+
+static void domain_controls_rest(struct qdomain *d, const char *v, char *val, size_t vlen)
+{
     if (v == NULL)
         return;
-    char val[1024];
-    if (table_attr(v, "retry_schedule", val, sizeof val))
+    if (table_attr(v, "retry_schedule", val, vlen))
         d->n_retry = parse_schedule(val, d->retry);
-    if (table_attr(v, "retry", val, sizeof val) && strcmp(val, "0") == 0)
+    if (table_attr(v, "retry", val, vlen) && strcmp(val, "0") == 0)
         d->retry_zero = true;
-    if (table_attr(v, "max_connections", val, sizeof val)) {
+    if (table_attr(v, "max_connections", val, vlen)) {
         int64_t n;
         if (str_to_i64(val, 1, 10000, &n))
             d->max_connections = (int)n;
@@ -477,7 +501,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         d->on_runq = false;
-        if (d->ready_head == NULL || d->active >= d->max_connections)
+        if (d->ready_head == NULL || d->active >= d->gn.limit)
             continue; /* back on the queue when something changes */
         bool probe = false;
         if (d->state == DOM_DOWN && !(d->ready_head && d->ready_head->relay)) {
@@ -572,9 +596,11 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
     j->a->active--;
     size_t keep = 0;
     time_t due = 0;
+    bool sent = false;
     for (size_t i = 0; i < e->n_idx; i++) {
         struct qrcpt *r = &m->r[e->idx[i]];
         r->busy = false;
+        sent = sent || r->state == 'D';
         if (r->state == '-') {
             e->idx[keep++] = e->idx[i];
             if (due == 0 || r->next_try < due)
@@ -582,6 +608,8 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
         }
     }
     e->n_idx = keep;
+    if (sent)
+        gn_delivered(&d->gn, m->size);
     if (keep == 0) {
         m->entries--;
         free(e->idx);
@@ -634,6 +662,9 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
         set_error(r, dsn, why);
         status = RESULT_BOUNCED;
     }
+    if (status == RESULT_DEFERRED && (strncmp(reply, "421", 3) == 0 || strncmp(dsn, "4.7.", 4) == 0 ||
+                                      strncmp(dsn, "4.4.1", 5) == 0 || strstr(reply, "too many") != NULL))
+        gn_throttled(&e->d->gn, now_ms(), reply);
     if (status == RESULT_DEFERRED) {
         e->d->soft_bounces++;
         set_error(r, dsn, reply);
@@ -823,8 +854,19 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct qmgr_queue *q = arg;
     time_t now = time(NULL);
+    int64_t ms = now_ms();
     for (int h = 0; h < DOMAIN_BUCKETS; h++)
         for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
+            if (d->state == DOM_UP && (d->active > 0 || d->ready_head)) {
+                int before = d->gn.limit;
+                gn_tick(&d->gn, ms, d->ready_head != NULL && d->active >= d->gn.limit);
+                if (d->gn.limit != before) {
+                    log_info("domain %s (vg %s): concurrency %d -> %d: %s", d->name, d->vg, before, d->gn.limit,
+                             d->gn.reason);
+                    if (d->gn.limit > before)
+                        runq_add(q, d);
+                }
+            }
             if (d->state == DOM_DOWN && d->probe_job == 0 && now >= d->next_probe && (d->ready_head || d->wait)) {
                 if (!d->ready_head && d->wait) { /* the probe needs an entry: the oldest parked one */
                     struct qentry *old = d->wait;
@@ -1046,13 +1088,15 @@ static bool domain_json(struct qmgr_queue *q, const struct qdomain *d, struct bu
            buf_printf(out,
                       ", \"state\": \"%s\", \"queued\": %zu, \"oldest_age_s\": %lld, \"connections\": %d, "
                       "\"delivered\": %llu, \"hard_bounces\": %llu, \"soft_bounces\": %llu, \"last_attempt\": %lld, "
-                      "\"next_retry\": %lld, \"down_since\": %lld, \"concurrency\": %d, \"concurrency_reason\": "
-                      "\"fixed limit (max_connections)\", \"mx\": [], \"last_error\": ",
+                      "\"next_retry\": %lld, \"down_since\": %lld, \"concurrency\": %d, \"max_connections\": %d, "
+                      "\"rate_bytes_per_s\": %.0f, \"good_neighbor\": \"%s\", \"mx\": [], \"concurrency_reason\": ",
                       domain_state_name(d->state), c.queued,
                       (long long)(c.oldest_us ? now - c.oldest_us / 1000000 : 0), d->active,
                       (unsigned long long)d->delivered, (unsigned long long)d->hard_bounces,
                       (unsigned long long)d->soft_bounces, (long long)d->last_attempt, (long long)c.next_retry,
-                      (long long)(d->state == DOM_DOWN ? d->down_since : 0), d->max_connections) &&
+                      (long long)(d->state == DOM_DOWN ? d->down_since : 0), d->gn.limit, d->max_connections,
+                      d->gn.rate, gn_phase_name(d->gn.phase)) &&
+           buf_json_str(out, d->gn.reason) && buf_puts(out, ", \"last_error\": ") &&
            buf_json_str(out, d->last_error ? d->last_error : "") && buf_puts(out, "}");
 }
 
@@ -1061,13 +1105,13 @@ static bool domain_text(struct qmgr_queue *q, const struct qdomain *d, struct bu
     struct domain_counts c;
     domain_count(q, d, &c);
     time_t now = time(NULL);
-    return buf_printf(out, "%-30s vg=%-10s %-4s queued=%zu oldest=%llds connections=%d delivered=%llu bounced=%llu "
-                           "deferred=%llu next_retry=%llds%s%s\n",
+    return buf_printf(out, "%-30s vg=%-10s %-4s queued=%zu oldest=%llds connections=%d/%d delivered=%llu bounced=%llu "
+                           "deferred=%llu next_retry=%llds (%s)%s%s\n",
                       d->name, d->vg, domain_state_name(d->state), c.queued,
-                      (long long)(c.oldest_us ? now - c.oldest_us / 1000000 : 0), d->active,
+                      (long long)(c.oldest_us ? now - c.oldest_us / 1000000 : 0), d->active, d->gn.limit,
                       (unsigned long long)d->delivered, (unsigned long long)d->hard_bounces,
                       (unsigned long long)d->soft_bounces, (long long)(c.next_retry ? c.next_retry - now : 0),
-                      d->last_error ? " last_error=" : "", d->last_error ? d->last_error : "");
+                      d->gn.reason, d->last_error ? " last_error=" : "", d->last_error ? d->last_error : "");
 }
 
 bool qmgr_queue_domains(struct qmgr_queue *q, const char *domain, bool json, struct buf *out)
@@ -1269,7 +1313,7 @@ struct qmgr_queue *qmgr_queue_new(struct event_base *base, const struct config *
     q->kick_ev = event_new(base, -1, 0, on_kick, q);
     q->sync_ev = event_new(base, -1, 0, on_sync, q);
     q->retry_ev = event_new(base, -1, EV_PERSIST, on_retry_tick, q);
-    struct timeval tick = {RETRY_TICK_S, 0};
+    struct timeval tick = {0, TICK_MS * 1000};
     if (q->qdir == NULL || q->sync_fd < 0 || !q->kick_ev || !q->sync_ev || !q->retry_ev || event_add(q->retry_ev, &tick) != 0) {
         qmgr_queue_free(q);
         return NULL;
