@@ -4,7 +4,9 @@
 
 #include <string.h>
 
-static const char *const phase_names[GN_PHASE_MAX] = {"slow-start", "additive", "hold", "fixed"};
+static const char *const phase_names[GN_PHASE_MAX] = {"slow-start", "additive", "hold", "trim", "fixed"};
+
+#define GN_TRIM_LOSS 0.05 /* one connection fewer may cost at most 5% */
 
 const char *gn_phase_name(enum gn_phase p) { return p < GN_PHASE_MAX ? phase_names[p] : "?"; }
 
@@ -51,9 +53,34 @@ void gn_tick(struct gn *g, int64_t now, bool backlogged)
     g->rate = rate;
     if (g->phase == GN_FIXED)
         return;
+    if (g->phase == GN_TRIM) {
+        if (rate >= g->prev_rate * (1.0 - GN_TRIM_LOSS)) {
+            str_fmt(g->reason, sizeof g->reason, "trimmed to %d connections: one fewer kept the rate (%.0f KB/s)",
+                    g->limit, rate / 1024);
+            g->trim_next = true;
+        } else {
+            g->limit = clamp(g->limit + 1, g->max);
+            str_fmt(g->reason, sizeof g->reason, "holding at %d connections: one fewer lost %.0f%% rate", g->limit,
+                    (1 - rate / g->prev_rate) * 100);
+            g->trim_next = false;
+        }
+        g->phase = GN_HOLD;
+        g->hold_until = now + GN_HOLD_MS;
+        g->prev_limit = g->limit;
+        return;
+    }
     if (g->phase == GN_HOLD) {
         if (now < g->hold_until || !busy)
             return;
+        if (g->trim_next && g->limit > 1) { /* fewest connections first: try one less */
+            g->phase = GN_TRIM;
+            g->prev_rate = rate;
+            g->limit--;
+            str_fmt(g->reason, sizeof g->reason, "trying %d connections (%.0f KB/s at %d)", g->limit, rate / 1024,
+                    g->limit + 1);
+            return;
+        }
+        g->trim_next = true;
         g->phase = GN_ADDITIVE; /* probe upward again from here */
         g->prev_rate = rate;
         g->prev_limit = g->limit;
@@ -87,6 +114,7 @@ void gn_tick(struct gn *g, int64_t now, bool backlogged)
         int from = g->limit;
         g->limit = clamp(g->prev_limit, g->max);
         g->phase = GN_HOLD;
+        g->trim_next = true;
         g->hold_until = now + GN_HOLD_MS;
         str_fmt(g->reason, sizeof g->reason, "holding at %d connections: going to %d added only %.0f%% rate", g->limit,
                 from, gain);

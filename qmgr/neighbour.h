@@ -3,7 +3,8 @@
  * gets. It measures the aggregate delivered data rate per window and keeps
  * adding connections only while each addition raises that rate: doubling at
  * first (slow start), then one at a time; when the rate flattens it drops the
- * newest connections and holds, probes upward again after a while, and backs
+ * newest connections and holds; after a hold it tries one connection fewer
+ * (kept when the rate stays within 5%) and then one more, and it backs
  * off at once on throttling replies (421, 4.7.x) or connection errors.
  *
  * A pure state machine over a caller-given clock (milliseconds), so it can be
@@ -19,7 +20,7 @@
 #define GN_HOLD_MS 30000      /* after flattening, hold this long before probing up */
 #define GN_START 2            /* connections before anything is known */
 
-enum gn_phase { GN_SLOW_START, GN_ADDITIVE, GN_HOLD, GN_FIXED, GN_PHASE_MAX };
+enum gn_phase { GN_SLOW_START, GN_ADDITIVE, GN_HOLD, GN_TRIM, GN_FIXED, GN_PHASE_MAX };
 
 struct gn {
     enum gn_phase phase;
@@ -32,6 +33,7 @@ struct gn {
     uint64_t window_bytes;
     bool window_busy;       /* the queue had more work than connections */
     int64_t hold_until;
+    bool trim_next;         /* the next probe after a hold goes down, not up */
     char reason[160];
 };
 

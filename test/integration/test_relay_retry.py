@@ -29,7 +29,8 @@ def test_retry_follows_schedule(relay):
     t = r.rx.rcpt_times(A)
     assert len(t) >= 4, "only %d attempts in 16s: %r" % (len(t), _gaps(t))
     g = _gaps(t)
-    assert 1.9 <= g[0] <= 3.2, g
+    # (the first gap may be up to 1 s short: test_retry_never_early is about that)
+    assert 0.9 <= g[0] <= 3.2, g
     assert 3.9 <= g[1] <= 5.2, g
     assert 3.9 <= g[2] <= 5.2, g
     lines = delivery_lines(r.bw, qid, A, "deferred")
