@@ -5,7 +5,9 @@
 #define BW_DELIVERY_DELIVERY_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "inet.h"
 
@@ -23,6 +25,7 @@ struct delivery {
     int connect_timeout_s;
     int timeout_s;
     struct table *routes;
+    struct table *controls;     /* destination_controls (max_messages_per_connection) */
     char vg[64];                /* the virtual gateway this process serves */
     struct inet_endpoint sources[8]; /* its source addresses (none: the system's choice) */
     int n_sources;
@@ -39,6 +42,17 @@ void delivery_report(struct delivery *dl, uint64_t job, const char *rcpt, int st
 
 /* delivery_site - DELIVERY_SITE for a job (0 down, 1 up, 2 unknown). */
 void delivery_site(struct delivery *dl, uint64_t job, int reachable, const char *reason);
+
+/* delivery_messages_per_connection - destination_controls
+ * max_messages_per_connection for a domain (default 100). */
+int delivery_messages_per_connection(const struct delivery *dl, const char *domain);
+
+/* delivery_host_failed, delivery_host_avoided - an address that failed is
+ * tried after the others for HOST_AVOID_S seconds (the domain is not marked
+ * down for one bad host). */
+#define HOST_AVOID_S 60
+void delivery_host_failed(struct delivery *dl, const struct sockaddr *sa);
+bool delivery_host_avoided(const struct delivery *dl, const struct sockaddr *sa);
 
 /* delivery_job_add - a job started: keep it (for shutdown). */
 void delivery_job_add(struct delivery *dl, struct job *j);

@@ -162,6 +162,17 @@ static void targets_ready(struct job *j)
         for (int k = 0; k < j->mx[i].n_addrs; k++)
             add_target(j, j->mx[i].name, &j->mx[i].addrs[k]);
     }
+    /* Hosts that failed lately go last: tried only when the others fail too. */
+    struct target fresh[JOB_TARGETS_MAX], stale[JOB_TARGETS_MAX];
+    int nf = 0, ns = 0;
+    for (int i = 0; i < j->n_targets; i++) {
+        if (delivery_host_avoided(j->dl, (struct sockaddr *)&j->targets[i].ep.ss))
+            stale[ns++] = j->targets[i];
+        else
+            fresh[nf++] = j->targets[i];
+    }
+    memcpy(j->targets, fresh, (size_t)nf * sizeof fresh[0]);
+    memcpy(j->targets + nf, stale, (size_t)ns * sizeof stale[0]);
     if (j->n_targets == 0) {
         if (temp)
             job_set_all(j, false, JR_DEFERRED, "4.4.3", "Host or domain name lookup failed (temporary)");

@@ -17,6 +17,7 @@
 #include "vg.h"
 
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,6 +58,62 @@ void delivery_site(struct delivery *dl, uint64_t job, int reachable, const char 
         ipc_put_str(&m, reason) && ipc_finish(&m))
         peer_send(qmgr_link, &m);
     ipc_msg_free(&m);
+}
+
+int delivery_messages_per_connection(const struct delivery *dl, const char *domain)
+{
+    char v[32];
+    const char *e = dl->controls ? table_find_domain(dl->controls, domain, "default") : NULL;
+    int64_t n;
+    if (e && table_attr(e, "max_messages_per_connection", v, sizeof v) && str_to_i64(v, 1, 100000, &n))
+        return (int)n;
+    return 100;
+}
+
+/* A small table of recently failed addresses (oldest entry replaced). */
+#define AVOID_MAX 256
+static struct {
+    struct sockaddr_storage ss;
+    time_t until;
+} avoid[AVOID_MAX];
+
+static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET)
+        return memcmp(&((const struct sockaddr_in *)a)->sin_addr, &((const struct sockaddr_in *)b)->sin_addr, 4) == 0 &&
+               inet_port(a) == inet_port(b);
+    if (a->sa_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      16) == 0 &&
+               inet_port(a) == inet_port(b);
+    return false;
+}
+
+void delivery_host_failed(struct delivery *dl, const struct sockaddr *sa)
+{
+    time_t now = time(NULL);
+    int slot = 0;
+    for (int i = 0; i < AVOID_MAX; i++) {
+        if (avoid[i].until > now && same_addr((struct sockaddr *)&avoid[i].ss, sa)) {
+            slot = i;
+            break;
+        }
+        if (avoid[i].until < avoid[slot].until)
+            slot = i;
+    }
+    memcpy(&avoid[slot].ss, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    avoid[slot].until = now + HOST_AVOID_S;
+}
+
+bool delivery_host_avoided(const struct delivery *dl, const struct sockaddr *sa)
+{
+    time_t now = time(NULL);
+    for (int i = 0; i < AVOID_MAX; i++)
+        if (avoid[i].until > now && same_addr((const struct sockaddr *)&avoid[i].ss, sa))
+            return true;
+    return false;
 }
 
 void delivery_job_add(struct delivery *dl, struct job *j)
@@ -147,6 +204,14 @@ static bool load_settings(struct delivery *dl, const struct config *cfg, char *e
         str_copy(err, errlen, terr);
         return false;
     }
+    struct table *controls = table_load(cfg_str(cfg, P_destination_controls), terr);
+    if (controls == NULL) {
+        table_free(routes);
+        str_fmt(err, errlen, "destination_controls: %s", terr);
+        return false;
+    }
+    table_free(dl->controls);
+    dl->controls = controls;
     char verr[VG_ERR_MAX];
     struct vg_set *vs = vg_load(cfg, verr);
     if (vs == NULL) {
@@ -247,6 +312,7 @@ static void delivery_on_exit(struct server *srv)
     dnsc_free(dl->dns);
     debug_shutdown();
     table_free(dl->routes);
+    table_free(dl->controls);
     if (redial_ev)
         event_free(redial_ev);
     if (stop_ev)

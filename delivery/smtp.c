@@ -28,7 +28,6 @@
 #define EXPECT_MAX (2 + 1000 + 1)  /* MAIL + RCPTs + DATA */
 
 #define IDLE_S 5                   /* an idle connection waits this long for the next message */
-#define MESSAGES_PER_CONNECTION 100 /* then QUIT and connect anew (destination_controls later) */
 #define IDLE_MAX 1000              /* idle connections kept per process */
 
 enum smtp_state { ST_CONNECT, ST_GREETING, ST_EHLO, ST_HELO, ST_RSET, ST_TRANSACTION, ST_CONTENT, ST_DOT, ST_IDLE,
@@ -148,7 +147,8 @@ static void on_quit_read(struct bufferevent *bev, void *arg)
 static void quit_and_finish(struct smtp_session *s)
 {
     struct job *j = s->j;
-    if (s->messages + 1 < MESSAGES_PER_CONNECTION && n_idle < IDLE_MAX && !j->dl->srv->stopping) {
+    if (s->messages + 1 < delivery_messages_per_connection(j->dl, j->domain) && n_idle < IDLE_MAX &&
+        !j->dl->srv->stopping) {
         /* Keep the connection for the next message to this destination. */
         s->messages++;
         s->j = NULL;
@@ -614,6 +614,8 @@ static void connect_target(struct smtp_session *s)
 static void next_target(struct smtp_session *s, const char *why)
 {
     str_copy(s->last_error, sizeof s->last_error, why);
+    if (s->target < s->j->n_targets)
+        delivery_host_failed(s->j->dl, (struct sockaddr *)&s->j->targets[s->target].ep.ss);
     log_info("%s: %s", s->j->msgid, why);
     if (++s->target >= s->j->n_targets) {
         char dsn[16];
