@@ -520,7 +520,16 @@ def relay_instance(bw_factory, routes=None, dns=None, params=None, start=True):
         bw.set_params(dns_servers="127.0.0.1:%d" % dns.port)
     if start:
         bw.start()
+        wait_ready(bw)
     return bw
+
+
+def wait_ready(bw, timeout=10.0):
+    """After start: qmgr answers on its socket and the delivery agent is
+    connected to it. (`mailctl start` returns once the daemons are spawned;
+    a `mailctl queue ...` at once can still find no qmgr socket.)"""
+    wait_until(lambda: bw.mailctl("queue", "list").returncode == 0, timeout, 0.05, "qmgr to answer queue list")
+    bw.wait_for_log(r"breakwater/qmgr\[\d+\]: delivery agent \S+ connected", timeout)
 
 
 def send(bw, rcpts, sender=SENDER, content=None, subject="relay test", body=b"Hello.\r\n"):
