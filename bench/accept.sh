@@ -75,7 +75,7 @@ want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
 # DURABILITY, ELAPSED, DOWNSTREAM (what the delivery side did meanwhile)
 run_one() {
     local kind=$1 size=$2 mode=${3:-} w port t0 t1 rc err queued other log
-    RATE=FAILED QUEUED=? DURABILITY=? ELAPSED=? DOWNSTREAM=
+    RATE=FAILED QUEUED="?" DURABILITY="?" ELAPSED="?" DOWNSTREAM=
     [ -n "$mode" ] && export BENCH_POSTFIX_MODE=$mode
     w=$($LIB workdir) || die "cannot make a work dir"
     WORKDIRS+=("$w")

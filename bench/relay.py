@@ -519,103 +519,145 @@ def fsync_line(res):
 
 # ---------------------------------------------------------------- profile phase
 
+def tool_hooks(make_cmd, settle=0.5):
+    """hooks for run_one: start a tool (perf/strace) on the instance's pids
+    after it started, stop it with SIGINT after the run."""
+    def start(kind, inst):
+        cmd, out = make_cmd(kind, inst)
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        _children.append(p)
+        time.sleep(settle)
+        return {"proc": p, "out": out, "cmd": " ".join(cmd)}
+
+    def stop(kind, inst, st):
+        p = st["proc"]
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+        try:
+            p.wait(120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+        return st
+    return {"start": start, "stop": stop}
+
+
+def bw_targets(inst, prefixes=("smtpd", "qmgr", "delivery")):
+    pids, _ = bw_daemons(inst)
+    return {k: v for k, v in pids.items() if k.startswith(prefixes)}
+
+
+def report_lines(args, limit):
+    r = bl.run([PERF, "report"] + args, timeout=600, check=False)
+    lines = [x.rstrip() for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")]
+    return [re.sub(r"\s+-\s+-\s*$", "", x).strip() for x in lines[:limit]], r.stdout
+
+
+def perf_record_report(data, comm, out):
+    base = ["-i", data, "--stdio", "--comm", comm, "--percentage", "relative", "-g", "none"]
+    lines, raw = report_lines(base + ["--no-children", "--sort", "dso,symbol",
+                                      "--percent-limit", "1.5"], 16)
+    m = re.search(r"# Samples: (\S+)", raw)
+    out.append("  -- %s: %s samples; self time, share of this process's samples:"
+               % (comm, m.group(1) if m else "?"))
+    out.extend("    " + x for x in lines)
+    lines, _ = report_lines(base + ["--children", "--sort", "symbol", "--percent-limit", "2"], 400)
+    sys_lines = [x for x in lines if re.search(r"\[k\] (__x64_sys_|__do_sys_)", x)]
+    out.append("  -- %s: syscalls, inclusive of the kernel work under them (children, self):" % comm)
+    out.extend("    " + x for x in sys_lines[:8])
+
+
+def parse_perf_trace(path, top=7):
+    """perf trace -s output -> lines per task: top syscalls by total msec."""
+    out = []
+    try:
+        text = open(path, errors="replace").read()
+    except OSError:
+        return ["  (no perf trace output)"]
+    for block in re.split(r"\n(?= \S.*\(\d+\), \d+ events)", text):
+        head = re.match(r"\s*(\S.*?) \((\d+)\), (\d+) events", block)
+        if not head:
+            continue
+        rows = []
+        for line in block.splitlines():
+            f = line.split()
+            if len(f) >= 8 and re.match(r"^\d+$", f[1]) and re.match(r"^[\d.]+$", f[3]):
+                rows.append((float(f[3]), f[0], int(f[1]), float(f[5])))
+        rows.sort(reverse=True)
+        if not rows:
+            continue
+        total = sum(r[0] for r in rows)
+        out.append("    %s (%s): %.0f ms in syscalls; %s" % (
+            head.group(1), head.group(2), total, ", ".join(
+                "%s %d calls %.0f ms (avg %.2f ms)" % (r[1], r[2], r[0], r[3]) for r in rows[:top])))
+    return out
+
+
 def profile_phase(paths, sizes, sessions):
     count = env_int("BENCH_PROFILE_MESSAGES", 2000)
     out = []
-    # 1. perf record of Breakwater's daemons
-    if os.access(PERF, os.X_OK):
-        for size in sizes:
-            state = {}
+    for size in sizes:
+        lbl = label(size)
+        if os.access(PERF, os.X_OK):
+            # 1. on-CPU: perf record of smtpd, qmgr and delivery
+            data = "/tmp/bw-relay-perf-%s.data" % lbl
 
-            def start(kind, inst, size=size, state=state):
-                pids, _ = bw_daemons(inst)
-                targets = {k: v for k, v in pids.items()
-                           if k.startswith(("smtpd", "delivery", "qmgr"))}
-                data = os.path.join("/tmp", "bw-relay-perf-%s.data" % label(size))
-                p = subprocess.Popen([PERF, "record", "-e", "cpu-clock", "-F", "1999", "-g",
-                                      "-o", data, "-p", ",".join(str(v) for v in targets.values())],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-                _children.append(p)
-                time.sleep(0.5)
-                return {"perf": p, "data": data, "targets": targets}
+            def rec_cmd(kind, inst, data=data):
+                t = bw_targets(inst)
+                return ([PERF, "record", "-q", "-e", "cpu-clock", "-F", "1999", "-g", "-o", data,
+                         "-p", ",".join(str(v) for v in t.values())], data)
+            res = run_one("breakwater", size, count, sessions, paths, hooks=tool_hooks(rec_cmd))
+            out.append("== profile %s breakwater, perf record -e cpu-clock -F 1999 -g on smtpd, "
+                       "qmgr, delivery (%d messages): %s" % (lbl, count, describe(res)))
+            out.append("  " + cpu_line(res))
+            if res["problems"]:
+                out.append("  problems: %s" % "; ".join(res["problems"]))
+            if os.path.exists(data):
+                for comm in ("smtpd", "qmgr", "delivery"):
+                    perf_record_report(data, comm, out)
+                out.append("  (perf data kept in %s)" % data)
+            # 2. off-CPU: syscall wall time per task with perf trace -s
+            trace = "/tmp/bw-relay-trace-%s.txt" % lbl
 
-            def stop(kind, inst, st):
-                p = st["perf"]
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
-                return st
-
+            def trace_cmd(kind, inst, trace=trace):
+                t = bw_targets(inst)
+                return ([PERF, "trace", "-s", "-o", trace,
+                         "-p", ",".join(str(v) for v in t.values())], trace)
             res = run_one("breakwater", size, count, sessions, paths,
-                          hooks={"start": start, "stop": stop})
-            out.append("== profile %s breakwater (%d messages; %s)" % (
-                label(size), count, describe(res)))
-            if res.get("problems"):
-                out.append("  problems: %s" % res["problems"])
-            h = res.get("hook")
-            if h and os.path.exists(h["data"]):
-                out.append("  perf data: %s (targets %s)" % (h["data"], h["targets"]))
-                for comm in ("smtpd", "delivery", "qmgr"):
-                    r = bl.run([PERF, "report", "-i", h["data"], "--stdio", "--no-children",
-                                "--comm", comm, "--sort", "dso,symbol", "-g", "none",
-                                "--percent-limit", "1.5"], timeout=300, check=False)
-                    lines = [x for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")]
-                    tot = re.search(r"# Samples: (\S+)", r.stdout)
-                    out.append("  -- %s: %s samples (self time, share of this process's samples)"
-                               % (comm, tot.group(1) if tot else "?"))
-                    out.extend("    " + x.strip() for x in lines[:18])
-                # who calls the kernel: grouped by syscall-ish caller is in the
-                # call-graph report; keep a caller view for smtpd
-                r = bl.run([PERF, "report", "-i", h["data"], "--stdio", "--children",
-                            "--comm", "smtpd", "--sort", "symbol", "-g", "none",
-                            "--percent-limit", "4"], timeout=300, check=False)
-                lines = [x for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")]
-                out.append("  -- smtpd inclusive (children) >= 4%:")
-                out.extend("    " + x.strip() for x in lines[:25])
-    # 2. strace -f -c of Postfix (forks smtpd/cleanup during the run)
-    if os.access(STRACE, os.X_OK):
-        for size in sizes:
-            def start(kind, inst, size=size):
-                pids = [inst.master_pid] + bl.descendants(inst.master_pid)
-                o = os.path.join(inst.workdir, "strace.out")
-                cmd = [STRACE, "-f", "-c", "-o", o, "-e",
-                       "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2,unlink,unlinkat,"
-                       "openat,write,writev,read"]
-                for p in pids:
+                          hooks=tool_hooks(trace_cmd, settle=1.0))
+            out.append("== profile %s breakwater, perf trace -s on smtpd, qmgr, delivery "
+                       "(%d messages; slowed by tracing): %s" % (lbl, count, describe(res)))
+            if res["problems"]:
+                out.append("  problems: %s" % "; ".join(res["problems"]))
+            out.extend(parse_perf_trace(trace))
+            try:
+                os.unlink(trace)
+            except OSError:
+                pass
+        if os.access(STRACE, os.X_OK):
+            # 3. Postfix's fsyncs: strace -f follows the smtpd/cleanup it forks
+            so = "/tmp/bw-relay-strace-pf-%s.txt" % lbl
+
+            def strace_cmd(kind, inst, so=so):
+                cmd = [STRACE, "-f", "-c", "-o", so, "-e",
+                       "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2"]
+                for p in [inst.master_pid] + bl.descendants(inst.master_pid):
                     cmd += ["-p", str(p)]
-                p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-                _children.append(p)
-                time.sleep(1.0)
-                return {"strace": p, "out": o}
-
-            def stop(kind, inst, st):
-                p = st["strace"]
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(60)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
-                try:
-                    with open(st["out"]) as f:
-                        return f.read()
-                except OSError:
-                    return ""
-
+                return cmd, so
             res = run_one("postfix", size, count, sessions, paths,
-                          hooks={"start": start, "stop": stop})
-            out.append("== strace -f -c postfix %s (%d messages, rates slowed by strace; %s)"
-                       % (label(size), count, describe(res)))
-            text = res.get("hook") or ""
+                          hooks=tool_hooks(strace_cmd, settle=1.0))
+            out.append("== strace -f -c postfix %s (%d messages; slowed by strace): %s"
+                       % (lbl, count, describe(res)))
+            try:
+                text = open(so).read()
+                os.unlink(so)
+            except OSError:
+                text = ""
             for line in text.splitlines():
                 f = line.split()
                 if len(f) >= 5 and f[-1] in ("fsync", "fdatasync", "syncfs", "rename",
-                                             "unlink", "openat", "write", "writev", "read"):
+                                             "renameat", "renameat2"):
                     calls = int(f[3])
                     out.append("    %-10s %8d calls  %.3f per message" % (f[-1], calls, calls / count))
     return out

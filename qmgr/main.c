@@ -20,7 +20,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define RESCAN_S 60
+#define RESCAN_S 300 /* safety net only: smtpd retries its notices */
 #define CLIENTS_MAX 4096
 
 struct client {

@@ -38,6 +38,20 @@ void gn_configure(struct gn *g, bool enabled, int max, int64_t now)
     g->limit = clamp(g->limit, g->max);
 }
 
+void gn_restart(struct gn *g, int64_t now)
+{
+    if (g->phase == GN_FIXED)
+        return;
+    g->phase = GN_SLOW_START;
+    g->limit = clamp(GN_START, g->max);
+    g->prev_rate = 0;
+    g->prev_limit = 0;
+    g->window_start = now;
+    g->window_bytes = 0;
+    g->window_busy = false;
+    str_fmt(g->reason, sizeof g->reason, "restarting at %d connections (domain back up)", g->limit);
+}
+
 void gn_delivered(struct gn *g, uint64_t bytes) { g->window_bytes += bytes; }
 
 void gn_tick(struct gn *g, int64_t now, bool backlogged)

@@ -43,6 +43,9 @@ void gn_init(struct gn *g, bool enabled, int max, int64_t now);
 /* gn_set_max - new max_connections / good_neighbor after a reload. */
 void gn_configure(struct gn *g, bool enabled, int max, int64_t now);
 
+/* gn_restart - slow start again from GN_START (a domain came back up). */
+void gn_restart(struct gn *g, int64_t now);
+
 /* gn_delivered - bytes of a message delivered now. */
 void gn_delivered(struct gn *g, uint64_t bytes);
 

@@ -663,7 +663,7 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
         status = RESULT_BOUNCED;
     }
     if (status == RESULT_DEFERRED && (strncmp(reply, "421", 3) == 0 || strncmp(dsn, "4.7.", 4) == 0 ||
-                                      strncmp(dsn, "4.4.1", 5) == 0 || strstr(reply, "too many") != NULL))
+                                      strstr(reply, "too many") != NULL))
         gn_throttled(&e->d->gn, now_ms(), reply);
     if (status == RESULT_DEFERRED) {
         e->d->soft_bounces++;
@@ -741,6 +741,8 @@ static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domai
             tail = prev;
         }
     }
+    if (d->state == DOM_DOWN)
+        gn_restart(&d->gn, now_ms()); /* the receiver is back: learn its rate afresh */
     d->state = DOM_UP;
     d->failures = 0;
     d->next_probe = 0;

@@ -94,6 +94,6 @@ def test_pflogsumm_counts(relay):
     # delivered: one, two, later, and the DSN
     assert count("delivered") == 4, out[:2000]
     assert count("deferred") == 1, out[:2000]
-    assert re.search(r"deferred\s+\(1 deferrals?\)", out), out[:2000]
+    assert re.search(r"deferred\s+\(1\s+deferrals?\)", out), out[:2000]
     assert count("bounced") == 1, out[:2000]
     assert count("rejected") == 0, out[:2000]
