@@ -554,18 +554,71 @@ def report_lines(args, limit):
     return [re.sub(r"\s+-\s+-\s*$", "", x).strip() for x in lines[:limit]], r.stdout
 
 
-def perf_record_report(data, comm, out):
+def perf_script_breakdown(data):
+    """{comm: {category: samples}} from perf script callchains: user-space
+    samples by DSO, kernel samples by the syscall they are under (the frame
+    called by do_syscall_64), other kernel samples as one category."""
+    p = subprocess.Popen([PERF, "script", "-i", data, "-F", "comm,tid,ip,sym,dso"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, errors="replace")
+    out = {}
+
+    def account(comm, frames):
+        if comm is None or not frames:
+            return
+        addr, sym, dso = frames[0]
+        if addr < 0xffff800000000000:
+            cat = "user %s" % os.path.basename(dso.strip("()")) if dso else "user ?"
+        else:
+            cat = "kernel, not under a syscall (irq, softirq, fault, scheduler)"
+            for i, (_, s, _) in enumerate(frames):
+                if s == "do_syscall_64" and i > 0:
+                    name = frames[i - 1][1]
+                    for pre in ("__x64_sys_", "__do_sys_", "do_", "ksys_"):
+                        if name.startswith(pre):
+                            name = name[len(pre):]
+                            break
+                    cat = "syscall " + name
+                    break
+        d = out.setdefault(comm, {})
+        d[cat] = d.get(cat, 0) + 1
+
+    comm, frames = None, []
+    for line in p.stdout:
+        if not line.strip():
+            account(comm, frames)
+            comm, frames = None, []
+        elif not line[0].isspace():
+            account(comm, frames)
+            comm, frames = line.split()[0], []
+        else:
+            f = line.split(None, 2)
+            try:
+                addr = int(f[0], 16)
+            except (ValueError, IndexError):
+                continue
+            rest = f[2] if len(f) > 2 else ""
+            sym = f[1] if len(f) > 1 else "?"
+            frames.append((addr, sym.split("+")[0], rest.strip()))
+    account(comm, frames)
+    p.wait(60)
+    return out
+
+
+def perf_record_report(data, comm, out, breakdown=None):
     base = ["-i", data, "--stdio", "--comm", comm, "--percentage", "relative", "-g", "none"]
     lines, raw = report_lines(base + ["--no-children", "--sort", "dso,symbol",
                                       "--percent-limit", "1.5"], 16)
     m = re.search(r"# Samples: (\S+)", raw)
-    out.append("  -- %s: %s samples; self time, share of this process's samples:"
-               % (comm, m.group(1) if m else "?"))
+    out.append("  -- %s: %s samples; hottest functions (self time, share of this process's "
+               "samples):" % (comm, m.group(1) if m else "?"))
     out.extend("    " + x for x in lines)
-    lines, _ = report_lines(base + ["--children", "--sort", "symbol", "--percent-limit", "2"], 400)
-    sys_lines = [x for x in lines if re.search(r"\[k\] (__x64_sys_|__do_sys_)", x)]
-    out.append("  -- %s: syscalls, inclusive of the kernel work under them (children, self):" % comm)
-    out.extend("    " + x for x in sys_lines[:8])
+    if breakdown and breakdown.get(comm):
+        b = breakdown[comm]
+        n = sum(b.values())
+        out.append("  -- %s: where its %d samples are (by callchain):" % (comm, n))
+        for cat, c in sorted(b.items(), key=lambda kv: -kv[1])[:10]:
+            out.append("    %5.1f%%  %s" % (100.0 * c / n, cat))
 
 
 def parse_perf_trace(path, top=7):
@@ -614,8 +667,9 @@ def profile_phase(paths, sizes, sessions):
             if res["problems"]:
                 out.append("  problems: %s" % "; ".join(res["problems"]))
             if os.path.exists(data):
+                bd = perf_script_breakdown(data)
                 for comm in ("smtpd", "qmgr", "delivery"):
-                    perf_record_report(data, comm, out)
+                    perf_record_report(data, comm, out, bd)
                 out.append("  (perf data kept in %s)" % data)
             # 2. off-CPU: syscall wall time per task with perf trace -s
             trace = "/tmp/bw-relay-trace-%s.txt" % lbl

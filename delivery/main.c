@@ -169,9 +169,14 @@ static bool on_qmgr_msg(struct peer *p, struct ipc_msg *m, void *arg)
 
 static void on_qmgr_close(struct peer *p, void *arg)
 {
-    log_warn("lost the connection to qmgr; dialling again");
+    struct delivery *dl = arg;
+    /* qmgr has requeued every job it gave us: their results would name jobs
+     * the next qmgr never heard of, so drop them (in flight: at most once more). */
+    log_warn("lost the connection to qmgr; dropping %zu jobs in flight and dialling again", dl->n_jobs);
     peer_free(qmgr_link);
     qmgr_link = NULL;
+    while (dl->n_jobs > 0)
+        job_abort(dl->jobs[dl->n_jobs - 1]);
     schedule_redial();
 }
 
