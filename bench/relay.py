@@ -41,7 +41,6 @@ Environment:
   BW_RELAY_BUILD=DIR     build dir (default /tmp/bw-relay-bench-build)
   BENCH_NO_BUILD=1       use the build dir as it is (no make)
 """
-import json
 import os
 import re
 import signal
@@ -578,7 +577,8 @@ def perf_script_breakdown(data):
                         if name.startswith(pre):
                             name = name[len(pre):]
                             break
-                    cat = "syscall " + name
+                    cat = ("syscall return path (rescheduled, signals)"
+                           if name.startswith("exit_to_user") else "syscall " + name)
                     break
         d = out.setdefault(comm, {})
         d[cat] = d.get(cat, 0) + 1
@@ -607,11 +607,10 @@ def perf_script_breakdown(data):
 
 def perf_record_report(data, comm, out, breakdown=None):
     base = ["-i", data, "--stdio", "--comm", comm, "--percentage", "relative", "-g", "none"]
-    lines, raw = report_lines(base + ["--no-children", "--sort", "dso,symbol",
+    lines, _ = report_lines(base + ["--no-children", "--sort", "dso,symbol",
                                       "--percent-limit", "1.5"], 16)
-    m = re.search(r"# Samples: (\S+)", raw)
-    out.append("  -- %s: %s samples; hottest functions (self time, share of this process's "
-               "samples):" % (comm, m.group(1) if m else "?"))
+    out.append("  -- %s: hottest functions (self time, share of this process's samples):"
+               % comm)
     out.extend("    " + x for x in lines)
     if breakdown and breakdown.get(comm):
         b = breakdown[comm]

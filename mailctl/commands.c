@@ -313,8 +313,8 @@ int cmd_queue(struct mailctl *mc, int argc, char **argv)
     for (size_t i = 0; argc >= 2 && i < 4; i++)
         known = known || strcmp(argv[1], subs[i]) == 0;
     if (!known || argc > 15) {
-        fprintf(stderr, "usage: mailctl queue list [--domain D] [--json] | queue show ID [--json] |\n"
-                        "       queue delete ID... | --domain D | queue redirect (ID... | --domain D) HOST[:PORT]\n");
+        fprintf(stderr, "usage: mailctl queue list [--domain D] [--json] | show ID [--json] | delete ID...|--domain D | "
+                        "redirect (ID...|--domain D) HOST[:PORT]\n");
         return 2;
     }
     const char *req[16];

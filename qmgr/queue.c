@@ -38,7 +38,7 @@ struct qrcpt {
     bool busy;         /* in a job */
     bool changed;      /* state to write */
     int attempts;
-    time_t next_try;
+    int64_t next_try;  /* wall clock, milliseconds */
     char *error;
     char dsn[16];
 };
@@ -68,7 +68,7 @@ struct qentry {
     struct qdomain *d;
     size_t *idx;
     size_t n_idx;
-    time_t due;
+    int64_t due;       /* wall clock, milliseconds */
     char *relay;       /* mailctl queue redirect: deliver here instead */
     struct qentry *next, *prev;
 };
@@ -210,6 +210,14 @@ static int parse_schedule(const char *text, int64_t *out)
     }
     free(copy);
     return n;
+}
+
+/* wall_ms - wall clock in milliseconds (retry times, shown to people) */
+static int64_t wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static int64_t now_ms(void)
@@ -595,7 +603,7 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
     e->d->active--;
     j->a->active--;
     size_t keep = 0;
-    time_t due = 0;
+    int64_t due = 0;
     bool sent = false;
     for (size_t i = 0; i < e->n_idx; i++) {
         struct qrcpt *r = &m->r[e->idx[i]];
@@ -616,7 +624,7 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
         free(e->relay);
         free(e);
         mark_dirty(q, m);
-    } else if (due <= time(NULL)) {
+    } else if (due <= wall_ms()) {
         ready_push(q, e);
     } else {
         e->due = due;
@@ -655,7 +663,9 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
     r->busy = false; /* reported; job_done clears the rest */
     time_t now = time(NULL);
     r->attempts++;
+    bool converted = false; /* a deferral made final here (retry=0, expiry) */
     if (status == RESULT_DEFERRED && e->d->retry_zero) {
+        converted = true;
         /* destination_controls retry=0: a temporary failure is final. */
         char why[1024];
         str_fmt(why, sizeof why, "%s (retry=0 for this destination)", reply);
@@ -676,8 +686,9 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
                     (long long)(now - m->arrival_us / 1000000), reply);
             set_error(r, dsn[0] == '4' ? dsn : "4.4.7", why);
             status = RESULT_BOUNCED;
+            converted = true;
         } else {
-            r->next_try = now + retry_delay(q, e->d, r->attempts);
+            r->next_try = wall_ms() + retry_delay(q, e->d, r->attempts) * 1000;
         }
     }
     if (status == RESULT_SENT || status == RESULT_BOUNCED) {
@@ -685,6 +696,9 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
             set_error(r, dsn, reply);
         else if (status == RESULT_BOUNCED && r->dsn[0] != '4')
             set_error(r, dsn, reply);
+        if (status == RESULT_BOUNCED && converted) /* the agent said deferred: say why it is final */
+            log_msg(m->id, "to=<%s>, relay=none, delay=%lld, delays=0/0/0/0, dsn=%s, status=bounced (%s)", r->addr,
+                    (long long)(now - m->arrival_us / 1000000), r->dsn, r->error ? r->error : reply);
         r->state = status == RESULT_SENT ? 'D' : 'B';
         if (status == RESULT_SENT)
             e->d->delivered++;
@@ -856,7 +870,7 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct qmgr_queue *q = arg;
     time_t now = time(NULL);
-    int64_t ms = now_ms();
+    int64_t ms = now_ms(), wall = wall_ms();
     for (int h = 0; h < DOMAIN_BUCKETS; h++)
         for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
             if (d->state == DOM_UP && (d->active > 0 || d->ready_head)) {
@@ -884,7 +898,7 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
             struct qentry *e = d->wait, *next;
             for (; e; e = next) {
                 next = e->next;
-                if (e->due <= now) {
+                if (e->due <= wall) {
                     wait_remove(e);
                     ready_push(q, e);
                 }
@@ -984,7 +998,7 @@ static bool msg_json(const struct qmsg *m, struct buf *out)
         const struct qrcpt *r = &m->r[i];
         ok = buf_printf(out, "%s{\"address\": ", i ? ", " : "") && buf_json_str(out, r->addr) &&
              buf_printf(out, ", \"state\": \"%s\", \"attempts\": %d, \"next_retry\": %lld, \"last_error\": ",
-                        rcpt_state_name(r), r->attempts, (long long)r->next_try) &&
+                        rcpt_state_name(r), r->attempts, (long long)(r->next_try / 1000)) &&
              buf_json_str(out, r->error ? r->error : "") && buf_puts(out, "}");
     }
     return ok && buf_puts(out, "]}");
@@ -1002,7 +1016,7 @@ static bool msg_text(const struct qmsg *m, struct buf *out)
         const struct qrcpt *r = &m->r[i];
         ok = buf_printf(out, "    %-9s <%s>", rcpt_state_name(r), r->addr);
         if (ok && r->attempts)
-            ok = buf_printf(out, " attempts=%d next_retry=%lld", r->attempts, (long long)r->next_try);
+            ok = buf_printf(out, " attempts=%d next_retry=%lld", r->attempts, (long long)(r->next_try / 1000));
         if (ok && r->error)
             ok = buf_printf(out, " (%s)", r->error);
         ok = ok && buf_puts(out, "\n");
@@ -1069,8 +1083,8 @@ static void domain_count(struct qmgr_queue *q, const struct qdomain *d, struct d
         count_entry(e, c);
     for (const struct qentry *e = d->wait; e; e = e->next) {
         count_entry(e, c);
-        if (c->next_retry == 0 || e->due < c->next_retry)
-            c->next_retry = e->due;
+        if (c->next_retry == 0 || e->due / 1000 < c->next_retry)
+            c->next_retry = (time_t)(e->due / 1000);
     }
     for (int h = 0; h < JOB_BUCKETS; h++)
         for (const struct qjob *j = q->jobs[h]; j; j = j->hnext)
