@@ -146,13 +146,19 @@ class Sink:
         bl.wait_port(self.port, timeout=15)
         self.fd = os.open(self.out, os.O_RDONLY)
 
-    def count(self):
+    def counters(self, name):
         size = os.fstat(self.fd).st_size
         if size == 0:
             return 0
         data = os.pread(self.fd, 256, max(0, size - 256)).decode("ascii", "replace")
-        m = re.findall(r"mesg=(\d+)", data)
+        m = re.findall(name + r"=(\d+)", data)
         return int(m[-1]) if m else 0
+
+    def count(self):
+        return self.counters("mesg")
+
+    def sessions(self):
+        return self.counters("sess")
 
     def cpu(self):
         st = proc_stat(self.proc.pid)
@@ -241,18 +247,47 @@ def cpu_snapshot_bw(pids):
     return out
 
 
-def cpu_snapshot_pf(master_pid):
-    """{comm: cpu s} over the master and its live descendants, plus the
-    master's reaped children ("exited")."""
-    out = {}
-    for pid in [master_pid] + bl.descendants(master_pid):
-        st = proc_stat(pid)
-        if not st:
-            continue
-        out[st[0]] = out.get(st[0], 0.0) + st[1]
-        if pid == master_pid:
-            out["(exited)"] = st[2]
-    return out
+class PfCpu:
+    """CPU of a Postfix instance by program name.  Postfix's smtpd, cleanup
+    and smtp exit after max_use (100) requests, so the live processes are
+    polled during the run (poll()) and an exited process is counted with the
+    CPU last seen; what it used after that is in "(unattributed)", from the
+    master's cutime+cstime (its reaped children)."""
+
+    def __init__(self, master_pid):
+        self.master = master_pid
+        self.base = {}
+        self.seen = {}
+        for pid, st in self._scan().items():
+            self.base[pid] = st[1]
+            self.seen[pid] = st
+        self.cutime0 = self.seen.get(master_pid, ("", 0, 0))[2]
+
+    def _scan(self):
+        out = {}
+        for pid in [self.master] + bl.descendants(self.master):
+            st = proc_stat(pid)
+            if st:
+                out[pid] = st
+        return out
+
+    def poll(self):
+        cur = self._scan()
+        self.seen.update(cur)
+        return cur
+
+    def result(self):
+        cur = self.poll()
+        out = {}
+        exited = 0.0
+        for pid, (comm, cpu, _) in self.seen.items():
+            d = cpu - self.base.get(pid, 0.0)
+            out[comm] = out.get(comm, 0.0) + d
+            if pid not in cur:
+                exited += d
+        cutime = cur.get(self.master, ("", 0, self.cutime0))[2] - self.cutime0
+        out["(unattributed)"] = max(0.0, cutime - exited)
+        return out
 
 
 def cpu_delta(a, b):
@@ -321,10 +356,11 @@ def run_one(kind, size, count, sessions, paths, hooks=None):
             counter = SyncCounter(workdir, kind, {k: v for k, v in pids.items() if k != "master"})
             cpu0 = cpu_snapshot_bw(pids)
         else:
-            cpu0 = cpu_snapshot_pf(inst.master_pid)
+            pfcpu = PfCpu(inst.master_pid)
         hook_state = hooks["start"](kind, inst) if hooks else None
         bl.run(["sync"], timeout=120)
         sink0 = sink.count()         # the wait_port probe is a session, not a message
+        sess0 = sink.sessions()
         sink_cpu0 = sink.cpu()
         err = os.path.join(workdir, "smtp-source.err")
         cmd = [SMTP_SOURCE, "-s", str(sessions), "-m", str(count), "-l", str(size),
@@ -338,6 +374,7 @@ def run_one(kind, size, count, sessions, paths, hooks=None):
         t_acc = t_e2e = None
         src_rc = None
         last_n, last_change = 0, t0
+        next_poll = t0 + 0.5
         # bounded: at most timeout/0.02 iterations
         for _ in range(int(timeout / 0.02) + 1):
             now = time.monotonic()
@@ -358,6 +395,9 @@ def run_one(kind, size, count, sessions, paths, hooks=None):
                 res["problems"].append("STALL: sink count stuck at %d/%d for %ds after "
                                        "smtp-source finished" % (n, count, stall))
                 break
+            if kind == "postfix" and now >= next_poll:
+                pfcpu.poll()
+                next_poll = now + 0.5
             if now - t0 > timeout:
                 res["problems"].append("TIMEOUT after %ds: sink %d/%d, smtp-source %s"
                                        % (timeout, n, count,
@@ -375,16 +415,21 @@ def run_one(kind, size, count, sessions, paths, hooks=None):
         # settle: duplicates would arrive after the count reached N
         settle_end = time.monotonic() + 3
         while time.monotonic() < settle_end:
-            time.sleep(0.1)
+            if kind == "postfix":
+                pfcpu.poll()
+            time.sleep(0.25)
         # queue empty (files are removed after the delivery is recorded)
         left = None
         for _ in range(600):
             left = queue_count(kind, inst)
             if left == 0:
                 break
+            if kind == "postfix":
+                pfcpu.poll()
             time.sleep(0.1)
         res["queue_left"] = left
         res["sink_count"] = sink.count() - sink0
+        res["sink_sessions"] = sink.sessions() - sess0
         res["sink_cpu"] = sink.cpu() - sink_cpu0
         if hooks:
             res["hook"] = hooks["stop"](kind, inst, hook_state)
@@ -407,7 +452,7 @@ def run_one(kind, size, count, sessions, paths, hooks=None):
                 if c:
                     res["problems"].append("%d log lines containing %r" % (c, bad))
         else:
-            res["cpu"] = cpu_delta(cpu0, cpu_snapshot_pf(inst.master_pid))
+            res["cpu"] = pfcpu.result()
             log = inst.log_file
             time.sleep(0.5)      # postlogd
             res["sent"] = count_log(log, "status=sent")
@@ -475,11 +520,11 @@ def fmt_ratio(a, b):
 
 def describe(res):
     n = res["count"]
-    parts = ["%s %s: accept %.2fs, e2e %s, sink %d/%d, queue left %s, log sent=%d deferred=%d "
-             "bounced=%d removed=%d" % (
+    parts = ["%s %s: accept %.2fs, e2e %s, sink %d/%d messages in %d sessions, queue left %s, "
+             "log sent=%d deferred=%d bounced=%d removed=%d" % (
                  label(res["size"]), res["kind"], res.get("accept_s") or -1,
                  "%.2fs" % res["e2e_s"] if res.get("e2e_s") else "none",
-                 res.get("sink_count", -1), n, res.get("queue_left"),
+                 res.get("sink_count", -1), n, res.get("sink_sessions", -1), res.get("queue_left"),
                  res.get("sent", -1), res.get("deferred", -1), res.get("bounced", -1),
                  res.get("removed", -1))]
     return parts[0]

@@ -512,6 +512,9 @@ def relay_instance(bw_factory, routes=None, dns=None, params=None, start=True):
     """A Breakwater instance for relay tests: routes (dict/list or None),
     dns (a DNSServer or None), params on top of RELAY_DEFAULTS."""
     p = dict(RELAY_DEFAULTS)
+    # No routes means no routes (MX by DNS), not conftest's hold route; and
+    # no DNS server given means a closed loopback port, never the host's.
+    p.update({"smtp_routes": "", "dns_servers": "127.0.0.1:9"})
     p.update(params or {})
     bw = bw_factory(p, start=False)
     if routes is not None:
