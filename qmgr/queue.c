@@ -29,6 +29,7 @@
 #define DOMAIN_CONCURRENCY 20      /* jobs in flight per domain (destination_controls later) */
 #define AGENT_CONCURRENCY 1000     /* jobs in flight per delivery agent */
 #define RETRY_MAX 32
+#define JOB_RCPTS_MAX 1000         /* recipients per transaction (the delivery agent's bound) */
 #define TICK_MS 500                /* retry timers and good-neighbour windows */
 
 struct qrcpt {
@@ -421,14 +422,14 @@ static bool msg_load(struct qmgr_queue *q, const char *id, bool log_new)
         e->m = m;
         e->d = d;
         e->idx = idx;
-        for (size_t j = i; j < m->n; j++) {
+        for (size_t j = i; j < m->n && e->n_idx < JOB_RCPTS_MAX; j++) {
             if (taken[j] || m->r[j].state != '-' || !str_case_eq(addr_domain(m->r[j].addr), dom))
                 continue;
             taken[j] = true;
             e->idx[e->n_idx++] = j;
         }
         m->entries++;
-        ready_push(q, e);
+        ready_push(q, e); /* past JOB_RCPTS_MAX the rest of the domain starts another entry below */
     }
     free(taken);
     kick(q);
