@@ -291,7 +291,7 @@ static void on_mx(void *arg, const struct dnsc_answer *ans)
 /* route - a cached connection first, then static route, else MX */
 static void route(struct job *j)
 {
-    if (j->via == NULL && smtp_reuse(j))
+    if (smtp_reuse(j))
         return;
     job_route_fresh(j);
 }

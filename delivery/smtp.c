@@ -69,6 +69,16 @@ struct smtp_session {
     struct smtp_session *idle_next, *idle_prev;
 };
 
+/* reuse_key - what a cached connection serves: the gateway and the domain,
+ * or the redirect target for redirected jobs (never mixed with the others) */
+static void reuse_key(const struct job *j, char *out, size_t len)
+{
+    if (j->via)
+        str_fmt(out, len, "%s @%s", j->vg, j->via);
+    else
+        str_fmt(out, len, "%s %s", j->vg, j->domain);
+}
+
 static struct smtp_session *idle_list;
 static size_t n_idle;
 
@@ -155,7 +165,7 @@ static void quit_and_finish(struct smtp_session *s)
         j->session = NULL;
         s->state = ST_IDLE;
         str_copy(s->relay, sizeof s->relay, j->relay);
-        str_fmt(s->key, sizeof s->key, "%s %s", j->vg, j->domain);
+        reuse_key(j, s->key, sizeof s->key);
         struct timeval tv = {IDLE_S, 0};
         bufferevent_set_timeouts(s->bev, &tv, NULL);
         bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
@@ -632,13 +642,21 @@ static void next_target(struct smtp_session *s, const char *why)
 bool smtp_reuse(struct job *j)
 {
     char key[600];
-    str_fmt(key, sizeof key, "%s %s", j->vg, j->domain);
+    reuse_key(j, key, sizeof key);
     for (struct smtp_session *s = idle_list; s; s = s->idle_next) {
         if (strcmp(s->key, key) != 0)
             continue;
         idle_unlink(s);
         s->j = j;
         j->session = s;
+        /* Domain debug may have been switched since this connection opened. */
+        struct debug_log *now_dbg = debug_open(j->domain);
+        if ((now_dbg == NULL) != (s->dbg == NULL)) {
+            debug_close(s->dbg);
+            s->dbg = now_dbg;
+        } else {
+            debug_close(now_dbg);
+        }
         str_copy(j->relay, sizeof j->relay, s->relay);
         gettimeofday(&j->t_connected, NULL);
         struct timeval tv = {j->dl->timeout_s, 0};

@@ -339,8 +339,10 @@ static int domain_debug(struct mailctl *mc, const char *domain, bool on)
     struct config *cfg = load(mc, false);
     if (cfg == NULL)
         return 1;
-    char path[PATHS_MAX], tmp[PATHS_MAX + 8], logp[PATHS_MAX];
+    char path[PATHS_MAX], tmp[PATHS_MAX + 8], logp[PATHS_MAX], lower[ADDR_DOMAIN_MAX + 1];
     const char *q = cfg_str(cfg, P_queue_directory);
+    str_copy(lower, sizeof lower, domain);
+    domain = str_lower(lower); /* the agents name the file in lower case */
     str_fmt(path, sizeof path, "%s/log/debug/domains", q);
     str_fmt(tmp, sizeof tmp, "%s.tmp", path);
     paths_debug_log(q, domain, logp, sizeof logp);

@@ -73,12 +73,14 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
     struct buf out;
     buf_init(&out, 256 * 1024 * 1024);
     bool json = false;
-    const char *domain = NULL, *id = NULL;
+    const char *domain = NULL, *id = NULL, *vg = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             json = true;
         else if (strcmp(argv[i], "--domain") == 0 && i + 1 < argc)
             domain = argv[++i];
+        else if (strcmp(argv[i], "--vg") == 0 && i + 1 < argc)
+            vg = argv[++i];
         else if (i >= 1 && argv[i][0] != '-')
             id = argv[i];
     }
@@ -88,7 +90,7 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
                    id ? id : "");
         ctl_reply(p, 0, out.data);
     } else if (strcmp(argv[0], "list") == 0) {
-        if (qmgr_queue_list(q->queue, domain, json, &out))
+        if (qmgr_queue_list(q->queue, domain, vg, json, &out))
             ctl_reply(p, 0, out.data ? out.data : "");
         else
             ctl_reply(p, 1, "queue listing too large or out of memory");
@@ -105,8 +107,19 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
             return;
         }
         for (int i = 1; i < last && !bad; i++) {
-            if (strcmp(argv[i], "--domain") == 0 && i + 1 < last) {
+            if (strcmp(argv[i], "--domain") == 0 && i + 1 >= last) {
+                ctl_reply(p, 2, redirect ? "usage: mailctl queue redirect (ID... | --domain D) HOST[:PORT]"
+                                         : "usage: mailctl queue delete ID... | --domain D");
+                buf_free(&out);
+                return;
+            }
+            if (strcmp(argv[i], "--domain") == 0) {
                 const char *d = argv[++i];
+                if (!qmgr_queue_has_domain(q->queue, d)) {
+                    buf_printf(&out, "no queue for domain '%s'", d);
+                    bad = true;
+                    break;
+                }
                 n += redirect ? qmgr_queue_redirect(q->queue, NULL, d, relay) : qmgr_queue_delete(q->queue, NULL, d);
                 ids++;
             } else if (strcmp(argv[i], "--json") == 0) {

@@ -29,6 +29,7 @@
 #define DOMAIN_CONCURRENCY 20      /* jobs in flight per domain (destination_controls later) */
 #define AGENT_CONCURRENCY 1000     /* jobs in flight per delivery agent */
 #define RETRY_MAX 32
+#define SITE_BUSY_S 10             /* a refused connection this soon after a delivery is pushback, not an outage */
 #define JOB_RCPTS_MAX 1000         /* recipients per transaction (the delivery agent's bound) */
 #define TICK_MS 500                /* retry timers and good-neighbour windows */
 
@@ -92,6 +93,7 @@ struct qdomain {
     uint64_t probe_job;
     int failures;          /* consecutive unreachable attempts */
     uint64_t delivered, hard_bounces, soft_bounces;
+    time_t last_success;   /* a recipient was delivered then */
     /* destination_controls */
     int64_t retry[RETRY_MAX];
     int n_retry;           /* 0: the global retry_schedule */
@@ -674,8 +676,13 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
         status = RESULT_BOUNCED;
     }
     if (status == RESULT_DEFERRED && (strncmp(reply, "421", 3) == 0 || strncmp(dsn, "4.7.", 4) == 0 ||
-                                      strstr(reply, "too many") != NULL))
+                                      strstr(reply, "too many") != NULL)) {
+        int before = e->d->gn.limit;
         gn_throttled(&e->d->gn, now_ms(), reply);
+        if (e->d->gn.limit != before)
+            log_info("domain %s (vg %s): concurrency %d -> %d: %s", e->d->name, e->d->vg, before, e->d->gn.limit,
+                     e->d->gn.reason);
+    }
     if (status == RESULT_DEFERRED) {
         e->d->soft_bounces++;
         set_error(r, dsn, reply);
@@ -701,8 +708,10 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
             log_msg(m->id, "to=<%s>, relay=none, delay=%lld, delays=0/0/0/0, dsn=%s, status=bounced (%s)", r->addr,
                     (long long)(now - m->arrival_us / 1000000), r->dsn, r->error ? r->error : reply);
         r->state = status == RESULT_SENT ? 'D' : 'B';
-        if (status == RESULT_SENT)
+        if (status == RESULT_SENT) {
             e->d->delivered++;
+            e->d->last_success = now;
+        }
         else
             e->d->hard_bounces++;
         r->changed = true;
@@ -743,17 +752,22 @@ static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domai
     if (d->state == DOM_DOWN) {
         log_info("domain %s (vg %s) is up after %llds down; releasing %zu parked entries", d->name, d->vg,
                  (long long)(now - d->down_since), d->n_ready + d->n_wait);
-        /* Everything parked flows now, oldest first (wait list is newest first). */
-        struct qentry *e = d->wait, *tail = NULL;
-        while (e && e->next)
-            e = e->next;
-        for (tail = e; tail;) {
-            struct qentry *prev = tail->prev;
-            wait_remove(tail);
-            for (size_t i = 0; i < tail->n_idx; i++)
-                tail->m->r[tail->idx[i]].next_try = 0;
-            ready_push(q, tail);
-            tail = prev;
+        /* Everything parked flows now, oldest first: the wait list holds the
+         * older (deferred) entries newest first, so pushing each to the front
+         * of the ready list leaves the oldest at its head. */
+        while (d->wait) {
+            struct qentry *e = d->wait;
+            wait_remove(e);
+            for (size_t i = 0; i < e->n_idx; i++)
+                e->m->r[e->idx[i]].next_try = 0;
+            e->prev = NULL;
+            e->next = d->ready_head;
+            if (d->ready_head)
+                d->ready_head->prev = e;
+            else
+                d->ready_tail = e;
+            d->ready_head = e;
+            d->n_ready++;
         }
     }
     if (d->state == DOM_DOWN)
@@ -771,6 +785,17 @@ bool qmgr_queue_site(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigne
     if (j == NULL || j->a->p != p || reachable > 2)
         return false;
     struct qdomain *d = j->e->d;
+    if (j->e->relay)
+        return true; /* redirected elsewhere: says nothing about the domain's own hosts */
+    if (reachable == 0 && d->state == DOM_UP && time(NULL) - d->last_success < SITE_BUSY_S) {
+        /* Other connections were delivering a moment ago: the receiver is
+         * busy (e.g. 421 beyond its connection limit), not down. */
+        int before = d->gn.limit;
+        gn_throttled(&d->gn, now_ms(), reason);
+        if (d->gn.limit != before)
+            log_info("domain %s (vg %s): concurrency %d -> %d: %s", d->name, d->vg, before, d->gn.limit, d->gn.reason);
+        return true;
+    }
     if (reachable == 0)
         domain_set_state(q, d, DOM_DOWN, reason[0] ? reason : "no host reachable");
     else if (reachable == 1 && (d->state == DOM_DOWN || d->failures))
@@ -1033,13 +1058,13 @@ static bool msg_has_domain(const struct qmsg *m, const char *domain)
     return false;
 }
 
-bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, bool json, struct buf *out)
+bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, const char *vg, bool json, struct buf *out)
 {
     bool ok = json ? buf_puts(out, "[") : true;
     size_t n = 0;
     for (int h = 0; ok && h < MSG_BUCKETS; h++)
         for (struct qmsg *m = q->msgs[h]; ok && m; m = m->hnext) {
-            if (domain && !msg_has_domain(m, domain))
+            if ((domain && !msg_has_domain(m, domain)) || (vg && !str_case_eq(m->vg, vg)))
                 continue;
             ok = json ? (buf_puts(out, n ? ", " : "") && msg_json(m, out)) : msg_text(m, out);
             n++;
@@ -1277,6 +1302,15 @@ size_t qmgr_queue_redirect(struct qmgr_queue *q, const char *id, const char *dom
 }
 
 bool qmgr_queue_known(struct qmgr_queue *q, const char *id) { return msg_find(q, id) != NULL; }
+
+bool qmgr_queue_has_domain(struct qmgr_queue *q, const char *domain)
+{
+    for (int h = 0; h < DOMAIN_BUCKETS; h++)
+        for (struct qdomain *d = q->domains[h]; d; d = d->hnext)
+            if (str_case_eq(d->name, domain))
+                return true;
+    return false;
+}
 
 /* ---- life cycle ---- */
 

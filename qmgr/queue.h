@@ -72,6 +72,9 @@ size_t qmgr_queue_delete(struct qmgr_queue *q, const char *id, const char *domai
  * many recipients. (In memory: a restart forgets the redirection.) */
 size_t qmgr_queue_redirect(struct qmgr_queue *q, const char *id, const char *domain, const char *relay);
 
+/* qmgr_queue_has_domain - some gateway has a queue for domain. */
+bool qmgr_queue_has_domain(struct qmgr_queue *q, const char *domain);
+
 /* qmgr_queue_known - the id is in the queue. */
 bool qmgr_queue_known(struct qmgr_queue *q, const char *id);
 
@@ -79,8 +82,9 @@ bool qmgr_queue_known(struct qmgr_queue *q, const char *id);
  * domain is NULL) due now; returns how many. */
 size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain);
 
-/* qmgr_queue_list - text or JSON listing (optionally of one domain). */
-bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, bool json, struct buf *out);
+/* qmgr_queue_list - text or JSON listing (optionally of one domain and/or
+ * one virtual gateway). */
+bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, const char *vg, bool json, struct buf *out);
 
 /* qmgr_queue_show - one message; false when the id is unknown. */
 bool qmgr_queue_show(struct qmgr_queue *q, const char *id, bool json, struct buf *out);
