@@ -106,6 +106,17 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
             buf_free(&out);
             return;
         }
+        /* Check every argument first: a failed command changes nothing. */
+        for (int i = 1; i < last && !bad; i++) {
+            if (strcmp(argv[i], "--domain") == 0) {
+                i++;
+                continue;
+            }
+            if (strcmp(argv[i], "--json") != 0 && (!spool_id_valid(argv[i]) || !qmgr_queue_known(q->queue, argv[i]))) {
+                buf_printf(&out, "unknown queue id '%s'", argv[i]);
+                bad = true;
+            }
+        }
         for (int i = 1; i < last && !bad; i++) {
             if (strcmp(argv[i], "--domain") == 0 && i + 1 >= last) {
                 ctl_reply(p, 2, redirect ? "usage: mailctl queue redirect (ID... | --domain D) HOST[:PORT]"
