@@ -10,6 +10,8 @@
 #include "str.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -573,6 +575,10 @@ static void connect_target(struct smtp_session *s)
         next_target(s, why);
         return;
     }
+    /* The last piece of each message and the final "." are small writes:
+     * without this Nagle holds them for the receiver's delayed ACK. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct delivery *dl = j->dl;
     if (dl->n_sources > 0) {
         int pick = -1;

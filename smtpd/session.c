@@ -17,6 +17,8 @@
 #include "vg.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -674,6 +676,8 @@ void session_new(struct smtpd *sd, int fd, const struct sockaddr *peer, int peer
     s->sd = sd;
     s->bev = bev;
     s->state = SS_COMMAND;
+    int one = 1; /* replies are small writes: no Nagle delay behind the client's delayed ACK */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     memcpy(&s->peer, peer, (size_t)peerlen < sizeof s->peer ? (size_t)peerlen : sizeof s->peer);
     inet_addr_str(peer, s->addr, sizeof s->addr);
     struct sockaddr_storage local;
