@@ -19,9 +19,11 @@ process per 1,000 messages and (Breakwater) the fsync/fdatasync/syncfs calls
 per message per daemon, counted with perf stat on the syscall tracepoints.
 
 With --profile (or BENCH_PROFILE=1) it then does quick runs for "where the
-time goes": a perf record CPU profile of smtpd, qmgr and delivery, and strace
--f -c syscall counts of Postfix (its smtpd/cleanup are forked during the run,
-which perf stat -p cannot follow).  See bench/RELAY.md.
+time goes": a perf record CPU profile of smtpd, qmgr and delivery (hottest
+functions, and samples by the syscall they are under), a perf trace -s
+syscall wall-time summary of the same daemons, and strace -f -c sync counts
+of Postfix (its smtpd/cleanup are forked during the run, which perf stat -p
+cannot follow).  See bench/RELAY.md.
 
 Environment:
   BENCH_QUICK=1          2,000 messages instead of 20,000
@@ -37,6 +39,7 @@ Environment:
                          after smtp-source finished (default 120 s)
   BENCH_PROFILE=1        also run the profile phase (or --profile;
                          --profile-only skips the measurement)
+  BENCH_PROFILE_MESSAGES=N  messages per profile run (default 2000)
   BENCH_KEEP=1           keep the work dir of a failed run
   BW_RELAY_BUILD=DIR     build dir (default /tmp/bw-relay-bench-build)
   BENCH_NO_BUILD=1       use the build dir as it is (no make)
@@ -93,9 +96,13 @@ def build():
     if not os.path.exists(os.path.join(BUILD, "config.status")):
         say("configuring %s (CFLAGS='-O2 -g')" % BUILD)
         bl.run([os.path.join(src, "configure"), "-q", "CFLAGS=-O2 -g"], cwd=BUILD, timeout=600)
-    if os.environ.get("BENCH_NO_BUILD") != "1":
+    stamp = os.path.join(BUILD, "relay-bench-source.txt")
+    if os.environ.get("BENCH_NO_BUILD") != "1" or not os.path.exists(stamp):
         say("make -j2 -s in %s" % BUILD)
+        version = source_version()
         bl.run(["make", "-j2", "-s"], cwd=BUILD, timeout=1800)
+        with open(stamp, "w") as f:
+            f.write("%s, built %s\n" % (version, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
     paths = bl.build_paths(BUILD)
     for d in ("master", "smtpd", "qmgr", "delivery", "dnscache"):
         if not os.access(os.path.join(paths["daemon_directory"], d), os.X_OK):
@@ -592,12 +599,6 @@ def bw_targets(inst, prefixes=("smtpd", "qmgr", "delivery")):
     return {k: v for k, v in pids.items() if k.startswith(prefixes)}
 
 
-def report_lines(args, limit):
-    r = bl.run([PERF, "report"] + args, timeout=600, check=False)
-    lines = [x.rstrip() for x in r.stdout.splitlines() if x.strip() and not x.startswith("#")]
-    return [re.sub(r"\s+-\s+-\s*$", "", x).strip() for x in lines[:limit]], r.stdout
-
-
 def perf_script_breakdown(data):
     """{comm: {category: samples}} from perf script callchains: user-space
     samples by DSO, kernel samples by the syscall they are under (the frame
@@ -606,11 +607,15 @@ def perf_script_breakdown(data):
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL, text=True, errors="replace")
     out = {}
+    leaf = {}
 
     def account(comm, frames):
         if comm is None or not frames:
             return
         addr, sym, dso = frames[0]
+        key = "%s %s" % (os.path.basename(dso.strip("()")) or "?", sym)
+        lf = leaf.setdefault(comm, {})
+        lf[key] = lf.get(key, 0) + 1
         if addr < 0xffff800000000000:
             cat = "user %s" % os.path.basename(dso.strip("()")) if dso else "user ?"
         else:
@@ -647,22 +652,24 @@ def perf_script_breakdown(data):
             frames.append((addr, sym.split("+")[0], rest.strip()))
     account(comm, frames)
     p.wait(60)
-    return out
+    return out, leaf
 
 
-def perf_record_report(data, comm, out, breakdown=None):
-    base = ["-i", data, "--stdio", "--comm", comm, "--percentage", "relative", "-g", "none"]
-    lines, _ = report_lines(base + ["--no-children", "--sort", "dso,symbol",
-                                      "--percent-limit", "1.5"], 16)
-    out.append("  -- %s: hottest functions (self time, share of this process's samples):"
-               % comm)
-    out.extend("    " + x for x in lines)
-    if breakdown and breakdown.get(comm):
-        b = breakdown[comm]
-        n = sum(b.values())
-        out.append("  -- %s: where its %d samples are (by callchain):" % (comm, n))
-        for cat, c in sorted(b.items(), key=lambda kv: -kv[1])[:10]:
-            out.append("    %5.1f%%  %s" % (100.0 * c / n, cat))
+def perf_record_report(comm, out, breakdown, leaf):
+    b = breakdown.get(comm) or {}
+    n = sum(b.values())
+    if not n:
+        out.append("  -- %s: no samples" % comm)
+        return
+    out.append("  -- %s: %d samples; hottest functions (self time, share of the process's "
+               "samples):" % (comm, n))
+    for key, c in sorted(leaf[comm].items(), key=lambda kv: -kv[1])[:14]:
+        if 100.0 * c / n < 1.0:
+            break
+        out.append("    %5.1f%%  %s" % (100.0 * c / n, key))
+    out.append("  -- %s: where its samples are (by call chain):" % comm)
+    for cat, c in sorted(b.items(), key=lambda kv: -kv[1])[:10]:
+        out.append("    %5.1f%%  %s" % (100.0 * c / n, cat))
 
 
 def parse_perf_trace(path, top=7):
@@ -711,9 +718,9 @@ def profile_phase(paths, sizes, sessions):
             if res["problems"]:
                 out.append("  problems: %s" % "; ".join(res["problems"]))
             if os.path.exists(data):
-                bd = perf_script_breakdown(data)
+                bd, leaf = perf_script_breakdown(data)
                 for comm in ("smtpd", "qmgr", "delivery"):
-                    perf_record_report(data, comm, out, bd)
+                    perf_record_report(comm, out, bd, leaf)
                 out.append("  (perf data kept in %s)" % data)
             # 2. off-CPU: syscall wall time per task with perf trace -s
             trace = "/tmp/bw-relay-trace-%s.txt" % lbl
@@ -800,7 +807,8 @@ def main(argv):
     kinds = [k for k in ("breakwater", "postfix") if not only or only == k]
 
     paths = build()
-    version = source_version()
+    with open(os.path.join(BUILD, "relay-bench-source.txt")) as f:
+        version = f.read().strip()
     say("build %s, source %s" % (BUILD, version))
     summary = []
     details = []
@@ -851,7 +859,7 @@ def main(argv):
     print("== relay benchmark: %s, %d cores, %d messages x %d sessions, one recipient, "
           "smtp-source one message per connection" % (
               time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(), count, sessions))
-    print("  breakwater source %s, build %s (CFLAGS=-O2 -g)" % (version, BUILD))
+    print("  breakwater source %s, in %s (CFLAGS=-O2 -g)" % (version, BUILD))
     print("  load average at start: %s, at end: %s" % (
         " ".join(load0), " ".join(open("/proc/loadavg").read().split()[:3])))
     for line in summary:
