@@ -54,6 +54,11 @@ int delivery_messages_per_connection(const struct delivery *dl, const char *doma
 void delivery_host_failed(struct delivery *dl, const struct sockaddr *sa);
 bool delivery_host_avoided(const struct delivery *dl, const struct sockaddr *sa);
 
+/* delivery_conn_load, delivery_conn_change - open connections per remote
+ * address, so new connections go to the least-loaded of equal MX hosts. */
+int delivery_conn_load(const struct sockaddr *sa);
+void delivery_conn_change(const struct sockaddr *sa, int delta);
+
 /* delivery_job_add - a job started: keep it (for shutdown). */
 void delivery_job_add(struct delivery *dl, struct job *j);
 

@@ -18,6 +18,19 @@
 #include <string.h>
 #include <unistd.h>
 
+/* fmt_delay - seconds the way Postfix logs them: "0", "0.35", "12", never
+ * an exponent */
+static const char *fmt_delay(double v, char *buf, size_t len)
+{
+    if (v < 0.005)
+        str_copy(buf, len, "0");
+    else if (v < 100)
+        str_fmt(buf, len, "%.2f", v);
+    else
+        str_fmt(buf, len, "%.0f", v);
+    return buf;
+}
+
 static double tv_diff(const struct timeval *a, const struct timeval *b)
 {
     return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_usec - a->tv_usec) / 1e6;
@@ -113,9 +126,11 @@ void job_finish(struct job *j, const char *reason)
         struct jrcpt *r = &j->r[i];
         if (r->result == JR_PENDING)
             job_set(j, i, JR_DEFERRED, "4.4.2", reason ? reason : "delivery was not completed");
-        log_msg(j->msgid, "to=<%s>, relay=%s, delay=%.2g, delays=%.2g/0/%.2g/%.2g, dsn=%s, status=%s (%s)", r->addr,
-                j->relay[0] ? j->relay : "none", tv_diff(&arrival, &now), a, c, d, r->dsn, status_name(r->result),
-                r->reply ? r->reply : "");
+        char b1[32], b2[32], b3[32], b4[32];
+        log_msg(j->msgid, "to=<%s>, relay=%s, delay=%s, delays=%s/0/%s/%s, dsn=%s, status=%s (%s)", r->addr,
+                j->relay[0] ? j->relay : "none", fmt_delay(tv_diff(&arrival, &now), b1, sizeof b1),
+                fmt_delay(a, b2, sizeof b2), fmt_delay(c, b3, sizeof b3), fmt_delay(d, b4, sizeof b4), r->dsn,
+                status_name(r->result), r->reply ? r->reply : "");
         delivery_report(j->dl, j->id, r->addr, r->result, r->dsn, r->reply ? r->reply : "");
     }
     delivery_job_gone(j->dl, j);
@@ -124,12 +139,13 @@ void job_finish(struct job *j, const char *reason)
 
 /* ---- routing ---- */
 
-static void add_target(struct job *j, const char *host, const struct inet_endpoint *ep)
+static void add_target(struct job *j, const char *host, int pref, const struct inet_endpoint *ep)
 {
     if (j->n_targets >= JOB_TARGETS_MAX)
         return;
     struct target *t = &j->targets[j->n_targets++];
     str_copy(t->host, sizeof t->host, host);
+    t->pref = pref;
     t->ep = *ep;
 }
 
@@ -160,7 +176,7 @@ static void targets_ready(struct job *j)
     for (int i = 0; i < j->n_mx; i++) {
         temp = temp || j->mx[i].temp_fail;
         for (int k = 0; k < j->mx[i].n_addrs; k++)
-            add_target(j, j->mx[i].name, &j->mx[i].addrs[k]);
+            add_target(j, j->mx[i].name, j->mx[i].pref, &j->mx[i].addrs[k]);
     }
     /* Hosts that failed lately go last: tried only when the others fail too. */
     struct target fresh[JOB_TARGETS_MAX], stale[JOB_TARGETS_MAX];
@@ -170,6 +186,17 @@ static void targets_ready(struct job *j)
             stale[ns++] = j->targets[i];
         else
             fresh[nf++] = j->targets[i];
+    }
+    /* Among hosts of equal preference, the least loaded first (insertion
+     * sort keeps the random order of equals). */
+    for (int a = 1; a < nf; a++) {
+        struct target t = fresh[a];
+        int load = delivery_conn_load((struct sockaddr *)&t.ep.ss), b = a - 1;
+        while (b >= 0 && fresh[b].pref == t.pref && delivery_conn_load((struct sockaddr *)&fresh[b].ep.ss) > load) {
+            fresh[b + 1] = fresh[b];
+            b--;
+        }
+        fresh[b + 1] = t;
     }
     memcpy(j->targets, fresh, (size_t)nf * sizeof fresh[0]);
     memcpy(j->targets + nf, stale, (size_t)ns * sizeof stale[0]);

@@ -35,6 +35,7 @@ struct jrcpt {
 
 struct target {
     char host[256];
+    int pref;            /* MX preference (0 for static routes) */
     struct inet_endpoint ep;
 };
 

@@ -116,6 +116,38 @@ bool delivery_host_avoided(const struct delivery *dl, const struct sockaddr *sa)
     return false;
 }
 
+#define LOAD_MAX 1024
+static struct {
+    struct sockaddr_storage ss;
+    int conns;
+} loads[LOAD_MAX];
+
+int delivery_conn_load(const struct sockaddr *sa)
+{
+    for (int i = 0; i < LOAD_MAX; i++)
+        if (loads[i].conns > 0 && same_addr((struct sockaddr *)&loads[i].ss, sa))
+            return loads[i].conns;
+    return 0;
+}
+
+void delivery_conn_change(const struct sockaddr *sa, int delta)
+{
+    int free_slot = -1;
+    for (int i = 0; i < LOAD_MAX; i++) {
+        if (loads[i].conns > 0 && same_addr((struct sockaddr *)&loads[i].ss, sa)) {
+            loads[i].conns += delta;
+            return;
+        }
+        if (loads[i].conns <= 0 && free_slot < 0)
+            free_slot = i;
+    }
+    if (delta > 0 && free_slot >= 0) {
+        memcpy(&loads[free_slot].ss, sa,
+               sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        loads[free_slot].conns = delta;
+    }
+}
+
 void delivery_job_add(struct delivery *dl, struct job *j)
 {
     if (dl->n_jobs == dl->cap_jobs) {

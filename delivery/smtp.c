@@ -61,6 +61,8 @@ struct smtp_session {
     bool at_line_start;
     char last_error[1024];
     bool *gone;                 /* a caller's flag, set when the session is freed */
+    bool counted;               /* counted in delivery_conn_load for peer */
+    struct sockaddr_storage peer;
     /* connection reuse */
     struct delivery *dl;
     char key[600];              /* "vg domain" this connection serves */
@@ -123,6 +125,8 @@ void smtp_free(struct smtp_session *s)
         *s->gone = true;
     if (s->state == ST_IDLE)
         idle_unlink(s);
+    if (s->counted)
+        delivery_conn_change((struct sockaddr *)&s->peer, -1);
     debug_close(s->dbg);
     if (s->bev)
         bufferevent_free(s->bev);
@@ -564,7 +568,14 @@ static void connect_target(struct smtp_session *s)
     if (s->bev)
         bufferevent_free(s->bev);
     s->bev = NULL;
+    if (s->counted) {
+        delivery_conn_change((struct sockaddr *)&s->peer, -1);
+        s->counted = false;
+    }
     struct target *t = &j->targets[s->target];
+    memcpy(&s->peer, &t->ep.ss, sizeof s->peer);
+    delivery_conn_change((struct sockaddr *)&s->peer, +1);
+    s->counted = true;
     set_relay(s);
     /* The gateway's own source address, of the target's family. */
     int family = t->ep.ss.ss_family;

@@ -18,8 +18,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#define RESCAN_MIN_GAP_S 2
 #define RESCAN_S 300 /* safety net only: smtpd retries its notices */
 #define CLIENTS_MAX 4096
 
@@ -37,6 +39,7 @@ struct qmgr {
     struct client *clients;
     size_t n_clients;
     struct event *rescan;
+    time_t last_rescan;
 };
 
 static struct qmgr the_qmgr;
@@ -213,6 +216,20 @@ static bool on_msg(struct peer *p, struct ipc_msg *m, void *arg)
         if (!qmgr_queue_add(q->queue, s))
             log_warn("new mail notice for %s: not loaded", s);
         return true;
+    case IPC_QMGR_RESCAN: {
+        if (!ipc_get_str(m, &s) || !ipc_end(m))
+            return false;
+        time_t now = time(NULL);
+        if (now - q->last_rescan >= RESCAN_MIN_GAP_S) { /* several smtpds starting together: one scan */
+            q->last_rescan = now;
+            size_t before = qmgr_queue_count(q->queue);
+            qmgr_queue_scan(q->queue);
+            size_t found = qmgr_queue_count(q->queue) - before;
+            if (found)
+                log_info("spool rescan (%s): %zu message(s) found without a notice", s, found);
+        }
+        return true;
+    }
     case IPC_DELIVERY_RESULT:
         if (!ipc_get_u64(m, &u) || !ipc_get_str(m, &rcpt) || !ipc_get_u64(m, &status) || !ipc_get_str(m, &dsn) ||
             !ipc_get_str(m, &reply) || !ipc_end(m) || !c->agent)
@@ -281,6 +298,7 @@ static bool qmgr_post_init(struct server *srv)
     if ((q->queue = qmgr_queue_new(srv->base, srv->cfg)) == NULL)
         log_fatal("out of memory");
     size_t n = qmgr_queue_scan(q->queue);
+    q->last_rescan = time(NULL);
     log_info("queue loaded: %zu messages", n);
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     if (!paths_private_socket(cfg_str(srv->cfg, P_queue_directory), "qmgr", q->sock, sizeof q->sock) ||

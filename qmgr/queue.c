@@ -456,6 +456,8 @@ size_t qmgr_queue_scan(struct qmgr_queue *q)
     return n;
 }
 
+size_t qmgr_queue_count(const struct qmgr_queue *q) { return q->n_msgs; }
+
 bool qmgr_queue_add(struct qmgr_queue *q, const char *id)
 {
     return spool_id_valid(id) && msg_load(q, id, true);

@@ -39,6 +39,9 @@ void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg);
  * number loaded. Invalid files are logged and left alone. */
 size_t qmgr_queue_scan(struct qmgr_queue *q);
 
+/* qmgr_queue_count - messages in memory. */
+size_t qmgr_queue_count(const struct qmgr_queue *q);
+
 /* qmgr_queue_add - a new message was committed (QMGR_NEW_MAIL). */
 bool qmgr_queue_add(struct qmgr_queue *q, const char *id);
 

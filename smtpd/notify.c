@@ -41,6 +41,15 @@ static bool connect_qmgr(struct smtpd *sd)
         ipc_put_u64(&h, (uint64_t)getpid()) && ipc_finish(&h))
         peer_send(sd->qmgr, &h);
     ipc_msg_free(&h);
+    if (!sd->rescan_sent) {
+        /* Our predecessor in this slot may have died between a commit and its
+         * notice: have qmgr look for such messages once. */
+        struct ipc_msg r;
+        if (ipc_begin(&r, IPC_QMGR_RESCAN) && ipc_put_str(&r, "smtpd started") && ipc_finish(&r) &&
+            peer_send(sd->qmgr, &r))
+            sd->rescan_sent = true;
+        ipc_msg_free(&r);
+    }
     return true;
 }
 
@@ -81,7 +90,11 @@ bool notify_init(struct smtpd *sd)
 {
     sd->notify_pending = calloc(NOTIFY_PENDING_MAX, sizeof *sd->notify_pending);
     sd->notify_retry = evtimer_new(sd->srv->base, on_retry, sd);
-    return sd->notify_pending && sd->notify_retry;
+    if (sd->notify_pending == NULL || sd->notify_retry == NULL)
+        return false;
+    struct timeval now = {0, 0}; /* connect (and ask for a rescan) right away */
+    evtimer_add(sd->notify_retry, &now);
+    return true;
 }
 
 void notify_free(struct smtpd *sd)

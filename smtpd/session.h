@@ -54,6 +54,7 @@ struct smtpd {
     struct event *notify_retry;
     char (*notify_pending)[20]; /* ids waiting for qmgr to come (back) */
     size_t n_notify_pending;
+    bool rescan_sent;           /* QMGR_RESCAN after start-up */
 };
 
 /* session_new - take over an accepted socket: greet, then serve. On
