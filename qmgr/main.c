@@ -7,6 +7,7 @@
 #include "paths.h"
 #include "peer.h"
 #include "queue.h"
+#include "reaper.h"
 #include "server.h"
 #include "spool.h"
 #include "str.h"
@@ -297,6 +298,8 @@ static bool qmgr_post_init(struct server *srv)
     srv->app = q;
     if ((q->queue = qmgr_queue_new(srv->base, srv->cfg)) == NULL)
         log_fatal("out of memory");
+    if (!reaper_start())
+        log_fatal_errno("cannot start the queue file reaper");
     size_t n = qmgr_queue_scan(q->queue);
     q->last_rescan = time(NULL);
     log_info("queue loaded: %zu messages", n);
@@ -336,6 +339,7 @@ static void qmgr_on_exit(struct server *srv)
     if (q->rescan)
         event_free(q->rescan);
     qmgr_queue_free(q->queue);
+    reaper_stop();
 }
 
 int main(int argc, char **argv)

@@ -1,6 +1,7 @@
 /* queue.c - qmgr's queue: messages, per-(gateway, domain) queues, jobs,
  * retries, durable recipient states, removal and bounces. */
 #include "queue.h"
+#include "reaper.h"
 #include "neighbour.h"
 #include "addr.h"
 #include "bounce.h"
@@ -837,10 +838,8 @@ static void msg_finish(struct qmgr_queue *q, struct qmsg *m)
         }
     }
     char path[SPOOL_PATH_MAX];
-    if (spool_path_queue(q->qdir, m->id, path, sizeof path) && unlink(path) != 0 && errno != ENOENT) {
-        log_error_errno("%s: cannot remove %s", m->id, path);
-        return;
-    }
+    if (spool_path_queue(q->qdir, m->id, path, sizeof path))
+        reaper_unlink(path);
     log_msg(m->id, "removed");
     msg_free(q, m);
 }
@@ -854,11 +853,18 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
      * fdatasync per file), then act on it: removal, bounces. */
     bool wrote = false, flush_ok = true;
     for (struct qmsg *m = list; m; m = m->dirty_next) {
-        bool any = false;
-        for (size_t i = 0; i < m->n; i++)
+        bool any = false, bounced = false;
+        for (size_t i = 0; i < m->n; i++) {
             any = any || m->r[i].changed;
+            bounced = bounced || m->r[i].state == 'B';
+        }
         if (!any)
             continue;
+        /* Every recipient delivered: removing the file is the record, so the
+         * states are written (for a qmgr crash) but not flushed; only an OS
+         * crash in this instant could deliver the message once more, as for
+         * any delivery in flight. */
+        bool finished = m->open == 0 && m->entries == 0 && !bounced;
         char path[SPOOL_PATH_MAX];
         spool_path_queue(q->qdir, m->id, path, sizeof path);
         int f = open(path, O_RDWR | O_CLOEXEC);
@@ -866,7 +872,7 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
         for (size_t i = 0; ok && i < m->n; i++)
             if (m->r[i].changed)
                 ok = spool_set_rcpt_state(f, m->r[i].off, m->r[i].state) == 0;
-        if (ok && !q->use_syncfs)
+        if (ok && !q->use_syncfs && !finished)
             ok = fdatasync(f) == 0;
         if (f >= 0)
             close(f);
@@ -877,7 +883,7 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
             m->sync_failed = true;
             continue;
         }
-        wrote = true;
+        wrote = wrote || !finished;
         for (size_t i = 0; i < m->n; i++)
             m->r[i].changed = false;
     }
