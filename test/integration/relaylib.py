@@ -14,8 +14,13 @@
                 the Received: headers.
   DNSServer     test/integration/dnsserver.py (dnslib, UDP + TCP).
   relay_instance  a Breakwater instance configured for relay tests: routes
-                table, dns_servers, short retries.
-  DSN parsing, log-line parsing, a bounded concurrent SMTP load client.
+                table (or none: MX by DNS), dns_servers, short retries.
+  DSN, delivery-log and `mailctl queue` helpers; LoadClient, a bounded
+  concurrent SMTP client that retries a message until it gets its 250.
+
+Fixtures (import them into the test module): rx_factory, dns_factory, and
+relay, which makes an instance with dest.test routed to a Receiver and the
+senders' domain client.test.example (where DSNs go) to another.
 
 Everything listens on 127.0.0.x only, never on port 2024, and every wait is
 bounded.
@@ -26,10 +31,8 @@ import email
 import email.policy
 import json
 import os
-import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -38,7 +41,7 @@ import time
 
 from aiosmtpd.smtp import SMTP, syntax
 
-from conftest import LOG_PREFIX, SMTPClient, free_port, queued_id, wait_until  # noqa: F401
+from conftest import LOG_PREFIX, SMTPClient, free_port, pid_alive, queued_id, wait_until  # noqa: F401
 from dnsserver import DNSServer  # noqa: F401  (re-exported for the tests)
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -528,9 +531,8 @@ def relay_instance(bw_factory, routes=None, dns=None, params=None, start=True):
 
 
 def wait_ready(bw, timeout=10.0):
-    """After start: qmgr answers on its socket and the delivery agent is
-    connected to it. (`mailctl start` returns once the daemons are spawned;
-    a `mailctl queue ...` at once can still find no qmgr socket.)"""
+    """After start: qmgr answers on its socket and a delivery agent is
+    connected to it, so timing tests measure delivery, not start-up."""
     wait_until(lambda: bw.mailctl("queue", "list").returncode == 0, timeout, 0.05, "qmgr to answer queue list")
     bw.wait_for_log(r"breakwater/qmgr\[\d+\]: delivery agent \S+ connected", timeout)
 
@@ -671,7 +673,7 @@ class LoadClient:
     message tried again (new connection) when a session breaks before its
     250, at most `tries` times. Records the queue ids that got 250."""
 
-    def __init__(self, bw, n, sessions=20, rcpt="load@sink.test", tries=30, deadline_s=120.0, body_lines=20):
+    def __init__(self, bw, n, sessions=20, rcpt="load@sink.test", tries=100, deadline_s=120.0, body_lines=20):
         self.bw = bw
         self.n = n
         self.sessions = sessions
@@ -732,7 +734,7 @@ class LoadClient:
                         self.failed.append(k)
                     k = self._take()
                     tries = 0
-                time.sleep(0.05)
+                time.sleep(0.1)
         if k is not None:
             with self.lock:
                 self.failed.append(k)
@@ -824,5 +826,36 @@ def relay(bw_factory, rx_factory):
         bw = relay_instance(bw_factory, r, dns, params, start)
         rx.watch(bw)
         brx.watch(bw)
+        made.append(bw)
         return Relay(bw, rx, brx)
-    return make
+    made = []
+    yield make
+    # Stop here, before conftest's teardown, to name any process that
+    # outlives `mailctl stop` (conftest only gives its pid).
+    problems = []
+    for bw in made:
+        if not bw.started:
+            continue
+        try:
+            st = bw.status_json()
+        except AssertionError:
+            continue
+        names = {d["pid"]: "%s[%s]" % (d.get("name"), d.get("slot")) for d in st.get("daemons", [])
+                 if isinstance(d.get("pid"), int)}
+        names[st["pid"]] = "master"
+        res = bw.mailctl("stop", timeout=60)
+        if res.returncode == 0:
+            bw.started = False
+        left = [(p, names.get(p, "?")) for p in sorted(bw.known_pids) if pid_alive(p)]
+        if left:
+            states = []
+            for p, name in left:
+                try:
+                    with open("/proc/%d/status" % p) as f:
+                        st_line = [ln.strip() for ln in f if ln.startswith(("State:", "TracerPid:"))]
+                except OSError:
+                    st_line = ["gone"]
+                states.append("%s pid %d %s" % (name, p, " ".join(st_line)))
+            problems.append("still alive right after mailctl stop (exit %d): %s" % (res.returncode, "; ".join(states)))
+    if problems:
+        pytest.fail("relay teardown:\n" + "\n".join(problems), pytrace=False)

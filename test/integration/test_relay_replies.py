@@ -6,7 +6,7 @@ sender (no bounce), and several failures of one message in one DSN."""
 
 import time
 
-from relaylib import (BOUNCE_DOMAIN, SENDER, closed_port, delivery_lines, queue_show, rcpt_state,  # noqa: F401
+from relaylib import (SENDER, closed_port, delivery_lines, queue_show, rcpt_state,  # noqa: F401
                       relay, rx_factory, wait_delivery, wait_removed)
 
 A, B, C = "a@dest.test", "b@dest.test", "c@dest.test"

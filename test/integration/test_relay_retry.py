@@ -7,7 +7,7 @@ import os
 import re
 import time
 
-from relaylib import (SENDER, closed_port, delivery_lines, queue_show, rcpt_state, relay, rx_factory,  # noqa: F401
+from relaylib import (SENDER, closed_port, delivery_lines, rcpt_state, relay, rx_factory,  # noqa: F401
                       wait_delivery, wait_removed)
 
 A = "a@dest.test"

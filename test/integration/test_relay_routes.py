@@ -6,7 +6,7 @@ PIPELINING or not, and one transaction per message per domain."""
 import re
 
 from conftest import HOSTNAME, queued_id
-from relaylib import (BOUNCE_DOMAIN, DEST, SENDER, closed_port, delivery_lines, dns_factory, relay,  # noqa: F401
+from relaylib import (BOUNCE_DOMAIN, DEST, SENDER, closed_port, delivery_lines, relay,  # noqa: F401
                       relay_instance, rx_factory, wait_delivery, wait_removed)
 
 RECEIVED_RE = (r"^Received: from client\.test\.example \(unknown \[127\.0\.0\.1\]\)\r\n"
