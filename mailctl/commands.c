@@ -241,6 +241,26 @@ int cmd_stop(struct mailctl *mc, int argc, char **argv)
     return 0;
 }
 
+/* print_reply - a daemon's answer: text on stdout (status 0) or as the one
+ * error line; rc != 0 means the daemon could not be reached */
+static int print_reply(int rc, int status, char *text, bool json, const char *who, const char *not_running)
+{
+    if (rc != 0) {
+        if (errno == ENOENT || errno == ECONNREFUSED) {
+            if (json)
+                printf("{\"running\": false}\n");
+            return fail("%s", not_running);
+        }
+        return fail("cannot reach %s: %s", who, strerror(errno));
+    }
+    if (status == 0)
+        printf("%s\n", text);
+    else
+        fail("%s", text);
+    free(text);
+    return status;
+}
+
 /* simple_call - commands whose reply is just printed */
 static int simple_call(struct mailctl *mc, int argc, const char *const *argv, bool json)
 {
@@ -251,20 +271,7 @@ static int simple_call(struct mailctl *mc, int argc, const char *const *argv, bo
     char *text = NULL;
     int rc = call(cfg, argc, argv, &status, &text);
     config_free(cfg);
-    if (rc != 0) {
-        if (errno == ENOENT || errno == ECONNREFUSED) {
-            if (json)
-                printf("{\"running\": false}\n");
-            return fail("%s", "breakwater is not running");
-        }
-        return fail("cannot reach the master: %s", strerror(errno));
-    }
-    if (status == 0)
-        printf("%s\n", text);
-    else
-        fail("%s", text);
-    free(text);
-    return status;
+    return print_reply(rc, status, text, json, "the master", "breakwater is not running");
 }
 
 /* qmgr_call - a request to qmgr over private/qmgr (root reaches it) */
@@ -280,20 +287,8 @@ static int qmgr_call(struct mailctl *mc, int argc, const char *const *argv, bool
                  ? control_call(sock, argc, argv, CONTROL_TIMEOUT_MS, &status, &text)
                  : -1;
     config_free(cfg);
-    if (rc != 0) {
-        if (errno == ENOENT || errno == ECONNREFUSED) {
-            if (json)
-                printf("{\"running\": false}\n");
-            return fail("%s", "the queue manager is not running (is breakwater started?)");
-        }
-        return fail("cannot reach the queue manager: %s", strerror(errno));
-    }
-    if (status == 0)
-        printf("%s\n", text);
-    else
-        fail("%s", text);
-    free(text);
-    return status;
+    return print_reply(rc, status, text, json, "the queue manager",
+                       "the queue manager is not running (is breakwater started?)");
 }
 
 int cmd_flush(struct mailctl *mc, int argc, char **argv)

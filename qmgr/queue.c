@@ -314,6 +314,21 @@ static void ready_push(struct qmgr_queue *q, struct qentry *e)
     runq_add(q, d);
 }
 
+/* ready_push_front - first in line (released or redirected mail) */
+static void ready_push_front(struct qmgr_queue *q, struct qentry *e)
+{
+    struct qdomain *d = e->d;
+    e->prev = NULL;
+    e->next = d->ready_head;
+    if (d->ready_head)
+        d->ready_head->prev = e;
+    else
+        d->ready_tail = e;
+    d->ready_head = e;
+    d->n_ready++;
+    runq_add(q, d);
+}
+
 static struct qentry *ready_pop(struct qdomain *d)
 {
     struct qentry *e = d->ready_head;
@@ -763,14 +778,7 @@ static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domai
             wait_remove(e);
             for (size_t i = 0; i < e->n_idx; i++)
                 e->m->r[e->idx[i]].next_try = 0;
-            e->prev = NULL;
-            e->next = d->ready_head;
-            if (d->ready_head)
-                d->ready_head->prev = e;
-            else
-                d->ready_tail = e;
-            d->ready_head = e;
-            d->n_ready++;
+            ready_push_front(q, e);
         }
     }
     if (d->state == DOM_DOWN)
@@ -1288,15 +1296,7 @@ static void redirect_entry(struct qmgr_queue *q, struct qentry *e, void *arg)
         e->m->r[e->idx[i]].next_try = 0;
     /* Redirected entries go to the front: the operator wants them out now. */
     struct qdomain *d = e->d;
-    e->prev = NULL;
-    e->next = d->ready_head;
-    if (d->ready_head)
-        d->ready_head->prev = e;
-    else
-        d->ready_tail = e;
-    d->ready_head = e;
-    d->n_ready++;
-    runq_add(q, d);
+    ready_push_front(q, e);
     ra->count += e->n_idx;
     log_msg(e->m->id, "redirected by the operator: %zu recipient(s) for %s to %s", e->n_idx, d->name, relay);
 }
