@@ -40,6 +40,7 @@ struct qmgr {
     struct client *clients;
     size_t n_clients;
     struct event *rescan;
+    struct event *rescan_soon;
     time_t last_rescan;
 };
 
@@ -190,6 +191,19 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
     buf_free(&out);
 }
 
+/* rescan_now - look for committed messages that qmgr was never told about */
+static void rescan_now(struct qmgr *q, const char *why)
+{
+    q->last_rescan = time(NULL);
+    size_t before = qmgr_queue_count(q->queue);
+    qmgr_queue_scan(q->queue);
+    size_t found = qmgr_queue_count(q->queue) - before;
+    if (found)
+        log_info("spool rescan (%s): %zu message(s) found without a notice", why, found);
+}
+
+static void on_rescan_soon(evutil_socket_t fd, short what, void *arg) { rescan_now(arg, "smtpd restarted"); }
+
 static bool on_msg(struct peer *p, struct ipc_msg *m, void *arg)
 {
     struct client *c = arg;
@@ -220,14 +234,14 @@ static bool on_msg(struct peer *p, struct ipc_msg *m, void *arg)
     case IPC_QMGR_RESCAN: {
         if (!ipc_get_str(m, &s) || !ipc_end(m))
             return false;
+        /* Several smtpds starting together share one scan; one asking too
+         * soon after the last scan gets a scan a moment later, never none. */
         time_t now = time(NULL);
-        if (now - q->last_rescan >= RESCAN_MIN_GAP_S) { /* several smtpds starting together: one scan */
-            q->last_rescan = now;
-            size_t before = qmgr_queue_count(q->queue);
-            qmgr_queue_scan(q->queue);
-            size_t found = qmgr_queue_count(q->queue) - before;
-            if (found)
-                log_info("spool rescan (%s): %zu message(s) found without a notice", s, found);
+        if (now - q->last_rescan >= RESCAN_MIN_GAP_S) {
+            rescan_now(q, s);
+        } else if (!evtimer_pending(q->rescan_soon, NULL)) {
+            struct timeval tv = {RESCAN_MIN_GAP_S, 0};
+            evtimer_add(q->rescan_soon, &tv);
         }
         return true;
     }
@@ -314,9 +328,10 @@ static bool qmgr_post_init(struct server *srv)
     umask(old);
     if (q->listener == NULL)
         log_fatal_errno("cannot listen on %s", q->sock);
+    q->rescan_soon = evtimer_new(srv->base, on_rescan_soon, q);
     q->rescan = event_new(srv->base, -1, EV_PERSIST, on_rescan, q);
     struct timeval tv = {RESCAN_S, 0};
-    if (q->rescan == NULL || event_add(q->rescan, &tv) != 0)
+    if (q->rescan == NULL || q->rescan_soon == NULL || event_add(q->rescan, &tv) != 0)
         log_fatal("out of memory");
     return true;
 }
@@ -338,6 +353,8 @@ static void qmgr_on_exit(struct server *srv)
         evconnlistener_free(q->listener);
     if (q->rescan)
         event_free(q->rescan);
+    if (q->rescan_soon)
+        event_free(q->rescan_soon);
     qmgr_queue_free(q->queue);
     reaper_stop();
 }
