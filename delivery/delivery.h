@@ -54,6 +54,22 @@ int delivery_messages_per_connection(const struct delivery *dl, const char *doma
 void delivery_host_failed(struct delivery *dl, const struct sockaddr *sa);
 bool delivery_host_avoided(const struct delivery *dl, const struct sockaddr *sa);
 
+/* delivery_host_avoid_left - seconds (1..HOST_AVOID_S) an address is still
+ * avoided, 0 when it is not. */
+int delivery_host_avoid_left(const struct delivery *dl, const struct sockaddr *sa);
+
+/* delivery_mx_report - DELIVERY_MX to qmgr: the hosts resolved for domain,
+ * records "PREF HOST [ADDR[/S]]..." in the order they are tried (the format
+ * of lib/ipc_msgs.def; the caller keeps to its bounds: at most JOB_MX_MAX
+ * hosts of at most 8 addresses, host names of [A-Za-z0-9._:-] only, since
+ * qmgr drops an agent that sends a malformed report). digest identifies the
+ * set (hosts, addresses, which are avoided, not for how long): the report
+ * goes out when it differs from the last one sent for the domain, else at
+ * most every MX_REPORT_REFRESH_S. Nothing is sent while qmgr is away. */
+#define MX_REPORT_REFRESH_S 30
+void delivery_mx_report(struct delivery *dl, const char *domain, const char *const *records, size_t n,
+                        uint64_t digest);
+
 /* delivery_conn_load, delivery_conn_change - open connections per remote
  * address, so new connections go to the least-loaded of equal MX hosts. */
 int delivery_conn_load(const struct sockaddr *sa);

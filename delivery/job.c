@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* fmt_delay - seconds the way Postfix logs them: "0", "0.35", "12", never
@@ -106,6 +107,95 @@ static const char *status_name(enum jrcpt_result r)
     return r == JR_SENT ? "sent" : r == JR_BOUNCED ? "bounced" : "deferred";
 }
 
+/* ---- the resolved hosts, for qmgr (DELIVERY_MX) ---- */
+
+#define MX_RECORD_MAX (sizeof ((struct mx_host *)0)->name + 16 + 8 * (INET6_ADDRSTRLEN + 8))
+
+static uint64_t digest_add(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+/* report_name_ok - a host name qmgr accepts in a report (lib/ipc_msgs.def):
+ * a name from DNS with other characters (escapes) is left out of it */
+static bool report_name_ok(const char *s)
+{
+    if (s[0] == '\0')
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '-' ||
+              *s == '.' || *s == '_' || *s == ':'))
+            return false;
+    return true;
+}
+
+/* report_cmp - preference order; equal preferences by name, so that the
+ * random order they are tried in does not look like a new set every time */
+static int report_cmp(const void *a, const void *b)
+{
+    const struct mx_host *x = *(const struct mx_host *const *)a, *y = *(const struct mx_host *const *)b;
+    if (x->pref != y->pref)
+        return x->pref < y->pref ? -1 : 1;
+    return strcasecmp(x->name, y->name);
+}
+
+/* mx_report - tell qmgr the first n hosts of the job (n == 0: the domain
+ * has none), with their addresses and which of them are avoided now */
+static void mx_report(struct job *j, int n)
+{
+    const struct mx_host *order[JOB_MX_MAX];
+    char rec[JOB_MX_MAX][MX_RECORD_MAX];
+    const char *recs[JOB_MX_MAX];
+    size_t nr = 0;
+    uint64_t digest = 14695981039346656037ull;
+    for (int i = 0; i < n && i < JOB_MX_MAX; i++)
+        order[i] = &j->mx[i];
+    if (!j->static_route) /* a route's hosts are tried in the order given */
+        qsort(order, (size_t)n, sizeof order[0], report_cmp);
+    for (int i = 0; i < n && i < JOB_MX_MAX; i++) {
+        const struct mx_host *m = order[i];
+        if (!report_name_ok(m->name) || m->pref < 0 || m->pref > 65535)
+            continue;
+        /* Addresses sorted as text: the answer order means nothing here. */
+        char addr[8][INET6_ADDRSTRLEN];
+        int left[8], na = 0;
+        for (int k = 0; k < m->n_addrs && na < 8; k++) {
+            const struct sockaddr *sa = (const struct sockaddr *)&m->addrs[k].ss;
+            if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+                continue; /* cannot happen: endpoints are parsed numeric addresses */
+            char t[INET6_ADDRSTRLEN];
+            inet_addr_str(sa, t, sizeof t);
+            int l = delivery_host_avoid_left(j->dl, sa), b = na - 1;
+            while (b >= 0 && strcmp(addr[b], t) > 0) {
+                memcpy(addr[b + 1], addr[b], sizeof addr[b]);
+                left[b + 1] = left[b];
+                b--;
+            }
+            str_copy(addr[b + 1], sizeof addr[b + 1], t);
+            left[b + 1] = l;
+            na++;
+        }
+        size_t len = 0;
+        bool ok = str_append(rec[nr], sizeof rec[nr], &len, "%d %s", m->pref, m->name);
+        digest = digest_add(digest, rec[nr], len + 1);
+        for (int k = 0; ok && k < na; k++) {
+            ok = str_append(rec[nr], sizeof rec[nr], &len, " %s", addr[k]) &&
+                 (left[k] == 0 || str_append(rec[nr], sizeof rec[nr], &len, "/%d", left[k]));
+            char flag = left[k] > 0 ? '!' : '-';
+            digest = digest_add(digest, addr[k], strlen(addr[k]));
+            digest = digest_add(digest, &flag, 1);
+        }
+        if (ok) { /* cannot be cut: MX_RECORD_MAX holds the longest */
+            recs[nr] = rec[nr];
+            nr++;
+        }
+    }
+    delivery_mx_report(j->dl, j->domain, recs, nr, digest);
+}
+
 void job_finish(struct job *j, const char *reason)
 {
     if (j->finished)
@@ -120,7 +210,11 @@ void job_finish(struct job *j, const char *reason)
            d = connected ? tv_diff(&j->t_connected, &now) : 0;
     if (a < 0)
         a = 0;
-    /* Domain state for qmgr: down only when hosts were tried and none answered. */
+    /* The hosts this job resolved (none when it reused a connection or DNS
+     * failed), then the domain state: down only when hosts were tried and
+     * none answered. */
+    if (j->n_mx > 0 && j->dns_pending == 0)
+        mx_report(j, j->n_mx);
     delivery_site(j->dl, j->id, j->site_reached ? 1 : j->site_tried ? 0 : 2, reason ? reason : "");
     for (size_t i = 0; i < j->n; i++) {
         struct jrcpt *r = &j->r[i];
@@ -278,6 +372,7 @@ static void on_mx(void *arg, const struct dnsc_answer *ans)
     struct job *j = arg;
     j->req_mx = 0;
     if (ans->rcode == DNSC_NXDOMAIN || ans->rcode == DNSC_BADNAME) {
+        mx_report(j, 0);
         job_set_all(j, false, JR_BOUNCED, "5.1.2", "Host or domain name not found (NXDOMAIN)");
         job_finish(j, NULL);
         return;
@@ -294,6 +389,7 @@ static void on_mx(void *arg, const struct dnsc_answer *ans)
             continue;
         if (strcmp(host, ".") == 0 || host[0] == '\0') {
             if (ans->n == 1) { /* RFC 7505 null MX */
+                mx_report(j, 0);
                 job_set_all(j, false, JR_BOUNCED, "5.1.2", "Domain does not accept mail (null MX, RFC 7505)");
                 job_finish(j, NULL);
                 return;

@@ -109,11 +109,56 @@ void delivery_host_failed(struct delivery *dl, const struct sockaddr *sa)
 
 bool delivery_host_avoided(const struct delivery *dl, const struct sockaddr *sa)
 {
-    time_t now = time(NULL);
+    return delivery_host_avoid_left(dl, sa) > 0;
+}
+
+int delivery_host_avoid_left(const struct delivery *dl, const struct sockaddr *sa)
+{
+    time_t now = time(NULL), until = 0;
     for (int i = 0; i < AVOID_MAX; i++)
-        if (avoid[i].until > now && same_addr((const struct sockaddr *)&avoid[i].ss, sa))
-            return true;
-    return false;
+        if (avoid[i].until > now && avoid[i].until > until && same_addr((const struct sockaddr *)&avoid[i].ss, sa))
+            until = avoid[i].until;
+    return until > now ? (int)(until - now < HOST_AVOID_S ? until - now : HOST_AVOID_S) : 0;
+}
+
+/* What was last reported to qmgr per domain (DELIVERY_MX), so that an
+ * unchanged set is not sent with every job: a small table indexed by a hash
+ * of the domain name (a collision only costs an extra report). */
+#define MX_REPORT_SLOTS 1024
+static struct {
+    uint64_t key;      /* hash of the domain; 0: empty slot */
+    uint64_t digest;
+    time_t sent;
+} mx_sent[MX_REPORT_SLOTS];
+
+static uint64_t domain_key(const char *domain)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *domain; domain++)
+        h = (h ^ (unsigned char)*domain) * 1099511628211ull;
+    return h | 1;
+}
+
+void delivery_mx_report(struct delivery *dl, const char *domain, const char *const *records, size_t n,
+                        uint64_t digest)
+{
+    if (qmgr_link == NULL)
+        return;
+    uint64_t key = domain_key(domain);
+    size_t slot = (size_t)(key % MX_REPORT_SLOTS);
+    time_t now = time(NULL);
+    if (mx_sent[slot].key == key && mx_sent[slot].digest == digest && now - mx_sent[slot].sent < MX_REPORT_REFRESH_S)
+        return;
+    struct ipc_msg m;
+    bool ok = ipc_begin(&m, IPC_DELIVERY_MX) && ipc_put_str(&m, dl->vg) && ipc_put_str(&m, domain);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = ipc_put_str(&m, records[i]);
+    if (ok && ipc_finish(&m) && peer_send(qmgr_link, &m)) {
+        mx_sent[slot].key = key;
+        mx_sent[slot].digest = digest;
+        mx_sent[slot].sent = now;
+    }
+    ipc_msg_free(&m);
 }
 
 #define LOAD_MAX 1024
@@ -207,6 +252,7 @@ static void on_qmgr_close(struct peer *p, void *arg)
     log_warn("lost the connection to qmgr; dropping %zu jobs in flight and dialling again", dl->n_jobs);
     peer_free(qmgr_link);
     qmgr_link = NULL;
+    memset(mx_sent, 0, sizeof mx_sent); /* the next qmgr knows no mail exchangers */
     while (dl->n_jobs > 0)
         job_abort(dl->jobs[dl->n_jobs - 1]);
     schedule_redial();

@@ -208,14 +208,47 @@ static void set_relay(struct smtp_session *s)
 
 /* ---- content ---- */
 
-/* pump_content - refill the output with dot-stuffed content */
+/* stuff_chunk - in[0..n) dot-stuffed into out (room for 2n bytes); returns
+ * the length. Lines are copied whole (memchr/memcpy), not byte by byte. */
+static size_t stuff_chunk(struct smtp_session *s, const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    const char *p = in, *end = in + n;
+    while (p < end) {
+        if (s->at_line_start && *p == '.')
+            out[o++] = '.';
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl + 1 - p) : (size_t)(end - p);
+        memcpy(out + o, p, len);
+        o += len;
+        p += len;
+        s->at_line_start = nl != NULL;
+    }
+    return o;
+}
+
+/* needs_stuffing - a line of in[0..n) starts with a dot */
+static bool needs_stuffing(const struct smtp_session *s, const char *in, size_t n)
+{
+    return (s->at_line_start && n > 0 && in[0] == '.') || memmem(in, n, "\n.", 2) != NULL;
+}
+
+/* pump_content - refill the output with dot-stuffed content: read straight
+ * into the output buffer, and copy only a chunk that has a line to stuff */
 static void pump_content(struct smtp_session *s)
 {
     struct job *j = s->j;
     struct evbuffer *out = bufferevent_get_output(s->bev);
-    char in[CHUNK], buf[2 * CHUNK + 8];
+    static char buf[2 * CHUNK + 8];
     while (evbuffer_get_length(out) < OUT_LOW && (size_t)s->sent < j->content_len) {
         size_t want = j->content_len - (size_t)s->sent < CHUNK ? j->content_len - (size_t)s->sent : CHUNK;
+        struct evbuffer_iovec v;
+        if (evbuffer_reserve_space(out, (ev_ssize_t)want, &v, 1) != 1 || v.iov_len < want) {
+            job_set_all(j, true, JR_DEFERRED, "4.3.0", "out of memory");
+            finish(s, "out of memory");
+            return;
+        }
+        char *in = v.iov_base;
         ssize_t n = pread(j->fd, in, want, j->content_off + s->sent);
         if (n <= 0) {
             job_set_all(j, true, JR_DEFERRED, "4.3.0", "queue file read error");
@@ -223,14 +256,16 @@ static void pump_content(struct smtp_session *s)
             return;
         }
         debug_content(s->dbg, j->msgid, in, (size_t)n);
-        size_t o = 0;
-        for (ssize_t i = 0; i < n; i++) {
-            if (s->at_line_start && in[i] == '.')
-                buf[o++] = '.';
-            buf[o++] = in[i];
-            s->at_line_start = in[i] == '\n';
+        if (needs_stuffing(s, in, (size_t)n)) {
+            size_t o = stuff_chunk(s, in, (size_t)n, buf);
+            v.iov_len = 0; /* nothing of the reservation is used */
+            evbuffer_commit_space(out, &v, 1);
+            evbuffer_add(out, buf, o);
+        } else {
+            s->at_line_start = in[n - 1] == '\n';
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(out, &v, 1);
         }
-        evbuffer_add(out, buf, o);
         s->sent += n;
     }
     if ((size_t)s->sent >= j->content_len && s->state == ST_CONTENT) {

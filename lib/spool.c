@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ENVELOPE_MAX (SPOOL_RCPT_MAX * 600 + 64 * 1024) /* bound on the envelope part */
@@ -87,8 +88,8 @@ static int make_dir(const char *path, mode_t mode, uid_t uid, gid_t gid, char *e
 int spool_init_dirs(const char *qdir, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
     char path[SPOOL_PATH_MAX];
-    static const char *const subdirs[] = {"incoming", "queue"};
-    for (size_t i = 0; i < 2; i++) {
+    static const char *const subdirs[] = {"incoming", "queue", "new", "index", "free"};
+    for (size_t i = 0; i < 5; i++) {
         if (!str_fmt(path, sizeof path, "%s/%s", qdir, subdirs[i]))
             return str_copy(err, errlen, "queue_directory path too long"), errno = ENAMETOOLONG, -1;
         if (make_dir(path, 0700, uid, gid, err, errlen) != 0)
@@ -127,7 +128,9 @@ struct spool_file {
     char id[SPOOL_ID_LEN + 1];
     char incoming[SPOOL_PATH_MAX];
     char final[SPOOL_PATH_MAX];
+    char marker[SPOOL_PATH_MAX];    /* new/ID: committed, maybe not yet in qmgr's index */
     size_t content_len;
+    bool reused;                    /* a file from free/: cut to length at the end */
     bool failed;
 };
 
@@ -157,6 +160,71 @@ static bool field_ok(const char *s)
 
 static const char *nz(const char *s) { return s ? s : ""; }
 
+/* ---- free/: finished queue files kept for reuse (qmgr puts them there) ----
+ * Taking one is a rename(2) into incoming/; writing over its blocks needs
+ * no allocation, and nobody pays for an inode allocation and removal. The
+ * names are read in batches; two processes may race for a name, and the
+ * loser tries the next. Used from one thread per process. */
+#define POOL_BATCH 128
+#define POOL_EMPTY_MS 200 /* after finding free/ empty, look again this much later */
+
+static struct {
+    char names[POOL_BATCH][SPOOL_ID_LEN + 1];
+    size_t n, next;
+    int64_t empty_until_ms;
+} pool;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void pool_read(const char *qdir)
+{
+    char path[SPOOL_PATH_MAX];
+    pool.n = pool.next = 0;
+    if (!str_fmt(path, sizeof path, "%s/free", qdir))
+        return;
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return;
+    struct dirent *de;
+    while (pool.n < POOL_BATCH && (de = readdir(d)) != NULL)
+        if (spool_id_valid(de->d_name))
+            str_copy(pool.names[pool.n++], SPOOL_ID_LEN + 1, de->d_name);
+    closedir(d);
+    if (pool.n > 1)
+        pool.next = (size_t)random() % pool.n; /* another process reads the same order */
+}
+
+/* pool_take - move a free file to dest; false when there is none */
+static bool pool_take(const char *qdir, const char *dest)
+{
+    for (int round = 0; round < 2; round++) {
+        for (size_t tried = 0; pool.n > 0 && tried < pool.n; tried++) {
+            char *name = pool.names[pool.next];
+            pool.next = (pool.next + 1) % pool.n;
+            if (name[0] == '\0')
+                continue;
+            char src[SPOOL_PATH_MAX];
+            bool ok = str_fmt(src, sizeof src, "%s/free/%s", qdir, name) && rename(src, dest) == 0;
+            name[0] = '\0'; /* taken, by us or by another process */
+            if (ok)
+                return true;
+        }
+        if (round == 1 || mono_ms() < pool.empty_until_ms)
+            return false;
+        pool_read(qdir);
+        if (pool.n == 0) {
+            pool.empty_until_ms = mono_ms() + POOL_EMPTY_MS;
+            return false;
+        }
+    }
+    return false;
+}
+
 /* spool_file_create - incoming/ID with header and envelope */
 struct spool_file *spool_file_create(const char *qdir, const char *id, const struct spool_envelope *env)
 {
@@ -171,7 +239,8 @@ struct spool_file *spool_file_create(const char *qdir, const char *id, const str
     if (sf == NULL)
         return NULL;
     if (!str_copy(sf->id, sizeof sf->id, id) || !spool_path_incoming(qdir, id, sf->incoming, sizeof sf->incoming) ||
-        !spool_path_queue(qdir, id, sf->final, sizeof sf->final)) {
+        !spool_path_queue(qdir, id, sf->final, sizeof sf->final) ||
+        !str_fmt(sf->marker, sizeof sf->marker, "%s/new/%s", qdir, id)) {
         free(sf);
         return errno = ENAMETOOLONG, NULL;
     }
@@ -189,7 +258,14 @@ struct spool_file *spool_file_create(const char *qdir, const char *id, const str
         free(sf);
         return errno = EINVAL, NULL;
     }
-    sf->fd = open(sf->incoming, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    sf->reused = pool_take(qdir, sf->incoming);
+    sf->fd = sf->reused ? open(sf->incoming, O_WRONLY | O_CLOEXEC) : -1;
+    if (sf->reused && sf->fd < 0) {
+        unlink(sf->incoming);
+        sf->reused = false;
+    }
+    if (!sf->reused)
+        sf->fd = open(sf->incoming, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (sf->fd < 0 || write_all(sf->fd, b.data, b.len) != 0) {
         int e = errno;
         if (sf->fd >= 0) {
@@ -235,8 +311,35 @@ static bool finish(struct spool_file *sf)
 {
     char head[SPOOL_HEADER_LEN + 1];
     str_fmt(head, sizeof head, "BWQ1 %016zu\n", sf->content_len);
-    return !sf->failed && write_all(sf->fd, "E\n", 2) == 0 &&
-           pwrite(sf->fd, head, SPOOL_HEADER_LEN, 0) == SPOOL_HEADER_LEN;
+    if (sf->failed || write_all(sf->fd, "E\n", 2) != 0)
+        return false;
+    if (sf->reused) { /* whatever the file held before ends here */
+        off_t end = lseek(sf->fd, 0, SEEK_CUR);
+        if (end < 0 || ftruncate(sf->fd, end) != 0)
+            return false;
+    }
+    return pwrite(sf->fd, head, SPOOL_HEADER_LEN, 0) == SPOOL_HEADER_LEN;
+}
+
+/* link_marker - new/ID, a second name of the file being committed: it
+ * tells qmgr, even after a crash, that this message may not be in its
+ * index yet (qmgr removes it once the index holds the message) */
+static bool link_marker(struct spool_file *sf)
+{
+    return link(sf->incoming, sf->marker) == 0 || errno == EEXIST;
+}
+
+/* fsync_dir - one directory's entries to disk */
+static int fsync_dir(const char *path)
+{
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    int rc = fsync(dfd);
+    int e = errno;
+    close(dfd);
+    errno = e;
+    return rc;
 }
 
 /* spool_write_sync - create, write and commit one message synchronously */
@@ -250,16 +353,20 @@ int spool_write_sync(const char *qdir, int slot, const struct spool_envelope *en
     char dir[SPOOL_PATH_MAX];
     str_fmt(dir, sizeof dir, "%s/queue/%c%c", qdir, id[11], id[12]);
     int dfd = -1;
-    if (spool_file_write(sf, content, len) != 0 || !finish(sf) || fdatasync(sf->fd) != 0 ||
+    char newdir[SPOOL_PATH_MAX];
+    str_fmt(newdir, sizeof newdir, "%s/new", qdir);
+    if (spool_file_write(sf, content, len) != 0 || !finish(sf) || fdatasync(sf->fd) != 0 || !link_marker(sf) ||
         rename(sf->incoming, sf->final) != 0) {
         int e = errno;
+        unlink(sf->marker);
         spool_file_abort(sf);
         return errno = e, -1;
     }
-    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || fsync(dfd) != 0) {
+    if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || fsync(dfd) != 0 || fsync_dir(newdir) != 0) {
         int e = errno;
         if (dfd >= 0)
             close(dfd);
+        unlink(sf->marker);
         unlink(sf->final);
         close(sf->fd);
         free(sf);
@@ -300,6 +407,7 @@ struct spool_committer {
     enum spool_sync method;
     int sync_fd;                    /* the queue directory, for syncfs */
     int dir_fd[256];                /* queue/XX, for fsync of entries */
+    int new_fd;                     /* new/, likewise */
     size_t pending;
     uint64_t batches, files;
 };
@@ -324,8 +432,13 @@ static void commit_batch(struct spool_committer *sc, struct commit_req *batch)
     }
     uint8_t touched[32] = {0};
     for (struct commit_req *r = batch; r; r = r->next) {
+        if (r->ok && !link_marker(r->sf)) {
+            log_error_errno("%s: link to %s", r->sf->id, r->sf->marker);
+            r->ok = false;
+        }
         if (r->ok && rename(r->sf->incoming, r->sf->final) != 0) {
             log_error_errno("%s: rename to %s", r->sf->id, r->sf->final);
+            unlink(r->sf->marker);
             r->ok = false;
         }
         if (r->ok) {
@@ -344,6 +457,8 @@ static void commit_batch(struct spool_committer *sc, struct commit_req *batch)
         for (int h = 0; h < 256; h++)
             if ((touched[h / 8] & (1u << (h % 8))) && fsync(sc->dir_fd[h]) != 0)
                 dirs_ok = false;
+        if (dirs_ok && fsync(sc->new_fd) != 0)
+            dirs_ok = false;
     }
     if (!dirs_ok)
         log_error_errno("flush of spool directory entries");
@@ -353,6 +468,7 @@ static void commit_batch(struct spool_committer *sc, struct commit_req *batch)
         if (!r->ok) {
             unlink(r->sf->incoming);
         } else if (!dirs_ok) {
+            unlink(r->sf->marker);
             unlink(r->sf->final); /* not known durable: the client gets 4xx and retries */
             r->ok = false;
         }
@@ -417,19 +533,23 @@ struct spool_committer *spool_committer_new(struct event_base *base, const char 
     if (sc == NULL)
         return NULL;
     sc->method = method;
-    sc->notify[0] = sc->notify[1] = sc->sync_fd = -1;
+    sc->notify[0] = sc->notify[1] = sc->sync_fd = sc->new_fd = -1;
     for (int h = 0; h < 256; h++)
         sc->dir_fd[h] = -1;
     char path[SPOOL_PATH_MAX];
     str_fmt(path, sizeof path, "%s/queue", qdir);
     if ((sc->sync_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         goto fail;
-    if (method == SPOOL_SYNC_FSYNC)
+    if (method == SPOOL_SYNC_FSYNC) {
         for (int h = 0; h < 256; h++) {
             str_fmt(path, sizeof path, "%s/queue/%02X", qdir, h);
             if ((sc->dir_fd[h] = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
                 goto fail;
         }
+        str_fmt(path, sizeof path, "%s/new", qdir);
+        if ((sc->new_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+            goto fail;
+    }
     if (pipe2(sc->notify, O_CLOEXEC) != 0)
         goto fail;
     evutil_make_socket_nonblocking(sc->notify[0]);
@@ -453,6 +573,8 @@ fail:;
             close(sc->dir_fd[h]);
     if (sc->sync_fd >= 0)
         close(sc->sync_fd);
+    if (sc->new_fd >= 0)
+        close(sc->new_fd);
     if (sc->notify[0] >= 0) {
         close(sc->notify[0]);
         close(sc->notify[1]);
@@ -515,6 +637,8 @@ void spool_committer_free(struct spool_committer *sc)
     close(sc->notify[0]);
     close(sc->notify[1]);
     close(sc->sync_fd);
+    if (sc->new_fd >= 0)
+        close(sc->new_fd);
     for (int h = 0; h < 256; h++)
         if (sc->dir_fd[h] >= 0)
             close(sc->dir_fd[h]);

@@ -275,7 +275,10 @@ static int simple_call(struct mailctl *mc, int argc, const char *const *argv, bo
 }
 
 /* qmgr_call - a request to qmgr over private/qmgr (root reaches it) */
-static int qmgr_call(struct mailctl *mc, int argc, const char *const *argv, bool json)
+#define REINDEX_TIMEOUT_MS (3600 * 1000) /* a rebuild reads the whole spool */
+
+/* qmgr_call_timeout - one request to qmgr, its answer printed */
+static int qmgr_call_timeout(struct mailctl *mc, int argc, const char *const *argv, bool json, int timeout_ms)
 {
     struct config *cfg = load(mc, false);
     if (cfg == NULL)
@@ -284,11 +287,16 @@ static int qmgr_call(struct mailctl *mc, int argc, const char *const *argv, bool
     int status;
     char *text = NULL;
     int rc = paths_private_socket(cfg_str(cfg, P_queue_directory), "qmgr", sock, sizeof sock)
-                 ? control_call(sock, argc, argv, CONTROL_TIMEOUT_MS, &status, &text)
+                 ? control_call(sock, argc, argv, timeout_ms, &status, &text)
                  : -1;
     config_free(cfg);
     return print_reply(rc, status, text, json, "the queue manager",
                        "the queue manager is not running (is breakwater started?)");
+}
+
+static int qmgr_call(struct mailctl *mc, int argc, const char *const *argv, bool json)
+{
+    return qmgr_call_timeout(mc, argc, argv, json, CONTROL_TIMEOUT_MS);
 }
 
 int cmd_flush(struct mailctl *mc, int argc, char **argv)
@@ -303,15 +311,32 @@ int cmd_flush(struct mailctl *mc, int argc, char **argv)
 
 int cmd_queue(struct mailctl *mc, int argc, char **argv)
 {
-    static const char *const subs[] = {"list", "show", "delete", "redirect"};
+    static const char *const subs[] = {"list", "show", "delete", "redirect", "reindex"};
     bool known = false;
-    for (size_t i = 0; argc >= 2 && i < 4; i++)
+    for (size_t i = 0; argc >= 2 && i < 5; i++)
         known = known || strcmp(argv[1], subs[i]) == 0;
     if (!known || argc > 15) {
-        fprintf(stderr, "usage: mailctl queue list [--domain D] [--json] | show ID [--json] | delete ID...|--domain D | "
-                        "redirect (ID...|--domain D) HOST[:PORT]\n");
+        fprintf(stderr, "usage: mailctl queue list [--domain D] [--vg V] [--offset N] [--limit N] [--json] | show ID "
+                        "[--json] | delete ID...|--domain D | redirect (ID...|--domain D) HOST[:PORT] | reindex\n");
         return 2;
     }
+    if (strcmp(argv[1], "reindex") == 0) {
+        if (argc != 2) {
+            fprintf(stderr, "usage: mailctl queue reindex\n");
+            return 2;
+        }
+        const char *req[] = {"reindex"};
+        return qmgr_call_timeout(mc, 1, req, false, REINDEX_TIMEOUT_MS);
+    }
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[1], "list") == 0 && (strcmp(argv[i], "--offset") == 0 || strcmp(argv[i], "--limit") == 0)) {
+            int64_t n;
+            if (i + 1 >= argc || !str_to_i64(argv[i + 1], 0, INT64_MAX, &n)) {
+                fprintf(stderr, "mailctl: %s needs a number\n", argv[i]);
+                return 2;
+            }
+            i++;
+        }
     const char *req[16];
     bool json = false;
     for (int i = 1; i < argc; i++) {

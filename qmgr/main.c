@@ -9,6 +9,7 @@
 #include "queue.h"
 #include "reaper.h"
 #include "server.h"
+#include "sites.h"
 #include "spool.h"
 #include "str.h"
 
@@ -79,9 +80,14 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
     buf_init(&out, 256 * 1024 * 1024);
     bool json = false;
     const char *domain = NULL, *id = NULL, *vg = NULL;
+    int64_t offset = 0, limit = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             json = true;
+        else if (strcmp(argv[i], "--offset") == 0 && i + 1 < argc)
+            str_to_i64(argv[++i], 0, INT64_MAX, &offset);
+        else if (strcmp(argv[i], "--limit") == 0 && i + 1 < argc)
+            str_to_i64(argv[++i], 0, INT64_MAX, &limit);
         else if (strcmp(argv[i], "--domain") == 0 && i + 1 < argc)
             domain = argv[++i];
         else if (strcmp(argv[i], "--vg") == 0 && i + 1 < argc)
@@ -95,7 +101,7 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
                    id ? id : "");
         ctl_reply(p, 0, out.data);
     } else if (strcmp(argv[0], "list") == 0) {
-        if (qmgr_queue_list(q->queue, domain, vg, json, &out))
+        if (qmgr_queue_list(q->queue, domain, vg, json, (size_t)offset, (size_t)limit, &out))
             ctl_reply(p, 0, out.data ? out.data : "");
         else
             ctl_reply(p, 1, "queue listing too large or out of memory");
@@ -159,6 +165,11 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
                        redirect ? " to " : "", redirect ? relay : "");
             ctl_reply(p, 0, out.data);
         }
+    } else if (strcmp(argv[0], "reindex") == 0) {
+        double secs = 0;
+        size_t n = qmgr_queue_reindex(q->queue, &secs);
+        buf_printf(&out, "index rebuilt from the spool: %zu message(s) in %.1f s", n, secs);
+        ctl_reply(p, 0, out.data);
     } else if (strcmp(argv[0], "domain") == 0) {
         /* domain list | domain show D */
         const char *sub = argc > 1 ? argv[1] : "";
@@ -191,7 +202,8 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
     buf_free(&out);
 }
 
-/* rescan_now - look for committed messages that qmgr was never told about */
+/* rescan_now - look for committed messages that qmgr was never told about
+ * (the spool's new/ links, not a scan of the whole queue) */
 static void rescan_now(struct qmgr *q, const char *why)
 {
     q->last_rescan = time(NULL);
@@ -262,6 +274,12 @@ static bool on_msg(struct peer *p, struct ipc_msg *m, void *arg)
             return false;
         }
         return true;
+    case IPC_DELIVERY_MX: /* a domain's mail exchangers, for domain show (sites.c) */
+        if (!c->agent || !qmgr_sites_update(m)) {
+            log_error("malformed DELIVERY_MX from a delivery agent");
+            return false;
+        }
+        return true;
     case IPC_CTL_REQUEST: {
         const char *argv[16];
         int argc = 0;
@@ -312,9 +330,9 @@ static bool qmgr_post_init(struct server *srv)
     srv->app = q;
     if ((q->queue = qmgr_queue_new(srv->base, srv->cfg)) == NULL)
         log_fatal("out of memory");
-    if (!reaper_start())
+    if (!reaper_start(cfg_str(srv->cfg, P_queue_directory), (size_t)cfg_int(srv->cfg, P_spool_free_pool)))
         log_fatal_errno("cannot start the queue file reaper");
-    size_t n = qmgr_queue_scan(q->queue);
+    size_t n = qmgr_queue_start(q->queue);
     q->last_rescan = time(NULL);
     log_info("queue loaded: %zu messages", n);
     struct sockaddr_un sun = {.sun_family = AF_UNIX};

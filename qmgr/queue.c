@@ -1,8 +1,10 @@
 /* queue.c - qmgr's queue: messages, per-(gateway, domain) queues, jobs,
  * retries, durable recipient states, removal and bounces. */
 #include "queue.h"
+#include "index.h"
 #include "reaper.h"
 #include "neighbour.h"
+#include "sites.h"
 #include "addr.h"
 #include "bounce.h"
 #include "config.h"
@@ -33,12 +35,17 @@
 #define SITE_BUSY_S 10             /* a refused connection this soon after a delivery is pushback, not an outage */
 #define JOB_RCPTS_MAX 1000         /* recipients per transaction (the delivery agent's bound) */
 #define TICK_MS 500                /* retry timers and good-neighbour windows */
+#define INDEX_FLUSH_S 1            /* the index to disk (and new/ links removed) this often */
+#define INDEX_CHECKPOINT_S 60
+#define INDEX_COMMIT_MS 100
 
 struct qrcpt {
     char *addr;
     off_t off;
     char state;        /* spool state: '-', 'D', 'B', 'X' */
     bool busy;         /* in a job */
+    bool queued;       /* in a queue entry (in memory) */
+    bool indexed;      /* the index has the record of (message, this domain) */
     bool changed;      /* state to write */
     int attempts;
     int64_t next_try;  /* wall clock, milliseconds */
@@ -60,6 +67,7 @@ struct qmsg {
     int entries;       /* qentries alive */
     bool dirty;
     bool sync_failed;
+    uint32_t marker_slot, marker_gen; /* its new/ link in q->markers, if that generation */
     struct qmsg *dirty_next;
     struct qmsg *hnext;
 };
@@ -102,6 +110,16 @@ struct qdomain {
     int max_connections;
     bool good_neighbor;
     struct gn gn;          /* the connections this domain gets now */
+    /* paging: the index records of this queue after the cursor are not in
+     * memory (n_paged of them, for n_paged_rcpts recipients); those up to
+     * the cursor are, or are done */
+    size_t n_paged;
+    uint64_t n_paged_rcpts;
+    bool cur_set;
+    int64_t cur_us;
+    char cur_id[SPOOL_ID_LEN + 1];
+    char *relay;           /* mailctl queue redirect --domain: mail queued ... */
+    int64_t relay_until_us; /* ... until then goes there */
 };
 
 static const char *const domain_state_names[DOM_STATE_MAX] = {"up", "down"};
@@ -150,6 +168,15 @@ struct qmgr_queue {
     int sync_fd;       /* queue/ directory, for syncfs */
     struct table *controls; /* destination_controls */
     struct vg_set *vgs;     /* virtual gateways (which agents exist) */
+    struct qindex *ix;      /* the per-domain index (NULL: unusable, all in memory) */
+    size_t window;          /* qmgr_domain_active_limit */
+    struct event *commit_ev, *flush_ev;
+    char (*markers)[SPOOL_ID_LEN + 1]; /* new/ links to remove once the index is flushed */
+    size_t n_markers, cap_markers;
+    uint32_t marker_gen;    /* one per index flush */
+    time_t last_checkpoint;
+    bool ix_sound;          /* the index was found complete at start */
+    char ix_why[QINDEX_ERR_MAX]; /* why not */
 };
 
 static unsigned hash_str(const char *s)
@@ -368,27 +395,32 @@ static void wait_remove(struct qentry *e)
     e->next = e->prev = NULL;
 }
 
-/* ---- loading ---- */
+/* ---- loading and paging ---- */
 
-/* msg_load - read a committed message and queue its pending recipients */
-static bool msg_load(struct qmgr_queue *q, const char *id, bool log_new)
+static void ready_remove(struct qentry *e);
+static void domain_recount(struct qmgr_queue *q, struct qdomain *d);
+static void domain_relay_done(struct qdomain *d);
+
+/* msg_read - a committed message into memory (hashed, no queue entries);
+ * NULL when it cannot be read (a missing file is not worth a warning when
+ * quiet_missing: the index outlived it). */
+static struct qmsg *msg_read(struct qmgr_queue *q, const char *id, bool quiet_missing)
 {
-    if (msg_find(q, id))
-        return true;
     char path[SPOOL_PATH_MAX], err[512];
     if (!spool_path_queue(q->qdir, id, path, sizeof path))
-        return false;
+        return NULL;
     struct spool_message sm;
     if (spool_message_read(path, &sm, err, sizeof err) != 0) {
-        log_warn("%s: cannot load: %s", id, err);
-        return false;
+        if (!(quiet_missing && access(path, F_OK) != 0))
+            log_warn("%s: cannot load: %s", id, err);
+        return NULL;
     }
     struct qmsg *m = calloc(1, sizeof *m);
-    if (m == NULL || (m->r = calloc(sm.n_rcpts, sizeof *m->r)) == NULL) {
+    if (m == NULL || (m->r = calloc(sm.n_rcpts ? sm.n_rcpts : 1, sizeof *m->r)) == NULL) {
         free(m);
         spool_message_free(&sm);
         log_error("%s: out of memory", id);
-        return false;
+        return NULL;
     }
     str_copy(m->id, sizeof m->id, id);
     m->sender = sm.sender;
@@ -408,69 +440,605 @@ static bool msg_load(struct qmgr_queue *q, const char *id, bool log_new)
             m->open++;
     }
     spool_message_free(&sm);
+    if (m->sender == NULL || m->vg == NULL) {
+        m->hnext = NULL;
+        q->n_msgs++; /* msg_free counts it out again */
+        msg_free(q, m);
+        return NULL;
+    }
     unsigned h = hash_str(id) % MSG_BUCKETS;
     m->hnext = q->msgs[h];
     q->msgs[h] = m;
     q->n_msgs++;
+    return m;
+}
+
+/* msg_release - forget a message that has nothing in memory to do (its
+ * pending recipients wait in the index). Kept while a recipient has bounced
+ * and the DSN is still to come (its diagnostic lives only here). */
+static void index_deferred(struct qmgr_queue *q, struct qmsg *m);
+
+static void msg_release(struct qmgr_queue *q, struct qmsg *m)
+{
+    if (m->entries > 0 || m->dirty || m->open == 0)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->r[i].busy || m->r[i].queued || m->r[i].state == 'B' || m->r[i].changed)
+            return;
+    index_deferred(q, m); /* only the index will know of it */
+    msg_free(q, m);
+}
+
+static bool rcpt_in(const struct qrcpt *r, const char *dom) { return str_case_eq(addr_domain(r->addr), dom); }
+
+/* pending_for - recipients of m for dom that are not final */
+static size_t pending_for(const struct qmsg *m, const char *dom)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++)
+        n += m->r[i].state == '-' && rcpt_in(&m->r[i], dom);
+    return n;
+}
+
+static bool after_cursor(const struct qdomain *d, int64_t us, const char *id)
+{
+    if (!d->cur_set)
+        return true;
+    if (us != d->cur_us)
+        return us > d->cur_us;
+    return strcmp(id, d->cur_id) > 0;
+}
+
+static void cursor_to(struct qdomain *d, int64_t us, const char *id)
+{
+    if (after_cursor(d, us, id)) {
+        d->cur_set = true;
+        d->cur_us = us;
+        str_copy(d->cur_id, sizeof d->cur_id, id);
+    }
+}
+
+/* index_touched - the running index transaction is committed within
+ * INDEX_COMMIT_MS (durability comes from the flush and the new/ links, so
+ * commits are batched) */
+static void index_touched(struct qmgr_queue *q)
+{
+    if (!evtimer_pending(q->commit_ev, NULL)) {
+        struct timeval tv = {0, INDEX_COMMIT_MS * 1000};
+        evtimer_add(q->commit_ev, &tv);
+    }
+}
+
+/* in_memory_for - m has an entry (queued or in flight) for d. The waiting
+ * count of a domain (n_paged) counts the records after the cursor whose
+ * mail is not in memory. */
+static bool in_memory_for(const struct qmsg *m, const struct qdomain *d)
+{
+    for (size_t i = 0; m && i < m->n; i++)
+        if (m->r[i].state == '-' && (m->r[i].queued || m->r[i].busy) && rcpt_in(&m->r[i], d->name))
+            return true;
+    return false;
+}
+
+/* index_drop - m has nothing left for d: its record goes (was_waiting: its
+ * mail was not in memory, so it counted as waiting) */
+static void index_drop(struct qmgr_queue *q, struct qdomain *d, const struct qmsg *m, bool was_waiting)
+{
+    if (q->ix == NULL)
+        return;
+    uint32_t nr = 0;
+    bool counted = was_waiting && after_cursor(d, m->arrival_us, m->id);
+    if (qindex_del(q->ix, d->vg, d->name, m->arrival_us, m->id, counted ? &nr : NULL) == 1 && counted) {
+        if (d->n_paged)
+            d->n_paged--;
+        d->n_paged_rcpts = d->n_paged_rcpts > nr ? d->n_paged_rcpts - nr : 0;
+    }
+    index_touched(q);
+}
+
+/* entry_freed - an entry of m for d is gone: drop the record if m has
+ * nothing else for d */
+static void entry_freed(struct qmgr_queue *q, struct qdomain *d, struct qmsg *m)
+{
+    if (pending_for(m, d->name) > 0)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->r[i].indexed && rcpt_in(&m->r[i], d->name)) {
+            index_drop(q, d, m, false);
+            return;
+        }
+    /* never indexed (delivered before the index flush): nothing to drop */
+}
+
+static size_t domain_window(const struct qmgr_queue *q, const struct qdomain *d)
+{
+    return d->state == DOM_DOWN && d->relay == NULL ? 1 : q->window;
+}
+
+static size_t domain_in_memory(const struct qdomain *d) { return d->n_ready + d->n_wait + (size_t)d->active; }
+
+/* entries_make - queue entries in memory for m's recipients of d that are
+ * pending and in no entry yet (at most JOB_RCPTS_MAX per entry, as one
+ * transaction each); returns how many recipients were taken */
+static size_t entries_make(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d, bool front)
+{
+    size_t taken = 0;
+    for (;;) {
+        size_t first = m->n;
+        for (size_t i = 0; i < m->n && first == m->n; i++)
+            if (m->r[i].state == '-' && !m->r[i].queued && !m->r[i].busy && rcpt_in(&m->r[i], d->name))
+                first = i;
+        if (first == m->n)
+            break;
+        struct qentry *e = calloc(1, sizeof *e);
+        size_t *idx = calloc(m->n, sizeof *idx);
+        if (e == NULL || idx == NULL) {
+            free(e);
+            free(idx);
+            log_error("%s: out of memory", m->id);
+            break;
+        }
+        e->m = m;
+        e->d = d;
+        e->idx = idx;
+        for (size_t j = first; j < m->n && e->n_idx < JOB_RCPTS_MAX; j++)
+            if (m->r[j].state == '-' && !m->r[j].queued && !m->r[j].busy && rcpt_in(&m->r[j], d->name)) {
+                m->r[j].queued = true;
+                e->idx[e->n_idx++] = j;
+            }
+        if (d->relay && m->arrival_us <= d->relay_until_us)
+            e->relay = str_dup(d->relay);
+        taken += e->n_idx;
+        m->entries++;
+        if (front || e->relay)
+            ready_push_front(q, e);
+        else
+            ready_push(q, e);
+    }
+    return taken;
+}
+
+/* markers_add - remove new/ID once the index holding it is on disk (at
+ * once when there is no index: a start scans the whole spool then) */
+static void markers_add(struct qmgr_queue *q, const char *id)
+{
+    if (q->ix == NULL) {
+        char path[SPOOL_PATH_MAX];
+        if (str_fmt(path, sizeof path, "%s/new/%s", q->qdir, id))
+            reaper_unlink(path);
+        return;
+    }
+    if (q->n_markers == q->cap_markers) {
+        size_t cap = q->cap_markers ? q->cap_markers * 2 : 1024;
+        void *p = realloc(q->markers, cap * sizeof *q->markers);
+        if (p == NULL)
+            return; /* the link stays: found again at the next scan, harmless */
+        q->markers = p;
+        q->cap_markers = cap;
+    }
+    struct qmsg *m = msg_find(q, id);
+    if (m) {
+        m->marker_slot = (uint32_t)q->n_markers;
+        m->marker_gen = q->marker_gen;
+    }
+    str_copy(q->markers[q->n_markers++], SPOOL_ID_LEN + 1, id);
+}
+
+/* msg_each_domain - call fn once for every destination domain that has
+ * pending recipients in m (lower-case), with their count */
+typedef void (*msg_domain_fn)(struct qmgr_queue *q, struct qmsg *m, const char *dom, uint32_t n, void *arg);
+
+static void msg_each_domain(struct qmgr_queue *q, struct qmsg *m, msg_domain_fn fn, void *arg)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->r[i].state != '-')
+            continue;
+        const char *dom = addr_domain(m->r[i].addr);
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = m->r[j].state == '-' && str_case_eq(addr_domain(m->r[j].addr), dom);
+        if (seen)
+            continue;
+        char low[ADDR_DOMAIN_MAX + 1];
+        str_copy(low, sizeof low, dom);
+        str_lower(low);
+        fn(q, m, low, (uint32_t)pending_for(m, low), arg);
+    }
+}
+
+/* index_put_domain - the record of (m, d) into the index now; 1 added, 0
+ * it was there, -1 error */
+static int index_put_domain(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d)
+{
+    if (q->ix == NULL)
+        return -1;
+    struct qindex_rec rec = {.vg = m->vg, .domain = d->name, .arrival_us = m->arrival_us,
+                             .n_rcpts = (uint32_t)pending_for(m, d->name)};
+    str_copy(rec.id, sizeof rec.id, m->id);
+    int put = qindex_put(q->ix, &rec);
+    index_touched(q);
+    if (put >= 0)
+        for (size_t i = 0; i < m->n; i++)
+            if (rcpt_in(&m->r[i], d->name))
+                m->r[i].indexed = true;
+    return put;
+}
+
+/* enqueue_domain - a message's recipients for one domain: into memory
+ * unless the domain has enough there already (or is down), else they wait
+ * in the index. Mail that goes into memory is indexed only if it is still
+ * queued at the next index flush (index_deferred): most mail is delivered
+ * before, and costs the index nothing. arg: non-NULL for mail qmgr may
+ * have indexed before (a restart), which is checked in the index. */
+static void enqueue_domain(struct qmgr_queue *q, struct qmsg *m, const char *dom, uint32_t n, void *arg)
+{
+    struct qdomain *d = domain_get(q, m->vg, dom, true);
+    if (d == NULL) {
+        log_error("%s: out of memory", m->id);
+        return;
+    }
+    bool memory = q->ix == NULL || !after_cursor(d, m->arrival_us, m->id) ||
+                  (d->n_paged == 0 && domain_in_memory(d) < domain_window(q, d));
+    if (q->ix && (arg != NULL || !memory)) {
+        int put = index_put_domain(q, m, d);
+        if (put == 0)
+            return; /* indexed before (a restart): counted when the index was read */
+        if (put < 0)
+            memory = true; /* no index for it: keep it here */
+    }
+    domain_relay_done(d);
+    if (memory) {
+        entries_make(q, m, d, false);
+        cursor_to(d, m->arrival_us, m->id);
+    } else {
+        d->n_paged++;
+        d->n_paged_rcpts += n;
+        runq_add(q, d);
+    }
+}
+
+/* index_deferred - the records of m's domains that went into memory
+ * unindexed (enqueue_domain): into the index now */
+static void index_deferred_domain(struct qmgr_queue *q, struct qmsg *m, const char *dom, uint32_t n, void *arg)
+{
+    (void)n;
+    (void)arg;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->r[i].state == '-' && rcpt_in(&m->r[i], dom)) {
+            if (m->r[i].indexed)
+                return;
+            break;
+        }
+    struct qdomain *d = domain_get(q, m->vg, dom, true);
+    if (d)
+        index_put_domain(q, m, d);
+}
+
+static void index_deferred(struct qmgr_queue *q, struct qmsg *m)
+{
+    if (q->ix && m->open > 0)
+        msg_each_domain(q, m, index_deferred_domain, NULL);
+}
+
+/* msg_load - a committed message qmgr did not know: index and queue it */
+static bool msg_load(struct qmgr_queue *q, const char *id, bool log_new)
+{
+    if (msg_find(q, id))
+        return true;
+    struct qmsg *m = msg_read(q, id, false);
+    if (m == NULL)
+        return false;
     if (log_new)
         log_msg(m->id, "from=<%s>, size=%zu, nrcpt=%zu (queue active)", m->sender, m->size, m->n);
     if (m->open == 0) { /* everything was done before a restart */
         mark_dirty(q, m);
         return true;
     }
-    /* One entry per domain: all of its recipients go in one transaction. */
-    bool *taken = calloc(m->n, sizeof *taken);
-    if (taken == NULL)
-        return false;
-    for (size_t i = 0; i < m->n; i++) {
-        if (taken[i] || m->r[i].state != '-')
-            continue;
-        char dom[ADDR_DOMAIN_MAX + 1];
-        str_copy(dom, sizeof dom, addr_domain(m->r[i].addr));
-        str_lower(dom);
-        struct qdomain *d = domain_get(q, m->vg, dom, true);
-        struct qentry *e = calloc(1, sizeof *e);
-        size_t *idx = calloc(m->n, sizeof *idx);
-        if (d == NULL || e == NULL || idx == NULL) {
-            free(e);
-            free(idx);
-            log_error("%s: out of memory", id);
-            break;
-        }
-        e->m = m;
-        e->d = d;
-        e->idx = idx;
-        for (size_t j = i; j < m->n && e->n_idx < JOB_RCPTS_MAX; j++) {
-            if (taken[j] || m->r[j].state != '-' || !str_case_eq(addr_domain(m->r[j].addr), dom))
-                continue;
-            taken[j] = true;
-            e->idx[e->n_idx++] = j;
-        }
-        m->entries++;
-        ready_push(q, e); /* past JOB_RCPTS_MAX the rest of the domain starts another entry below */
-    }
-    free(taken);
+    msg_each_domain(q, m, enqueue_domain, log_new ? NULL : (void *)m);
+    markers_add(q, id);
+    msg_release(q, m);
     kick(q);
     return true;
 }
 
-size_t qmgr_queue_scan(struct qmgr_queue *q)
+struct page {
+    int64_t us[256];
+    char id[256][SPOOL_ID_LEN + 1];
+    uint32_t nr[256];
+    size_t n;
+};
+
+static bool page_collect(const struct qindex_rec *r, void *arg)
 {
+    struct page *pg = arg;
+    pg->us[pg->n] = r->arrival_us;
+    str_copy(pg->id[pg->n], SPOOL_ID_LEN + 1, r->id);
+    pg->nr[pg->n] = r->n_rcpts;
+    return ++pg->n < 256;
+}
+
+/* domain_relay_done - a redirection of the domain's queued mail (mailctl
+ * queue redirect --domain) ends once all that mail is in memory, each entry
+ * with its relay */
+static void domain_relay_done(struct qdomain *d)
+{
+    if (d->relay && (d->n_paged == 0 || (d->cur_set && d->cur_us > d->relay_until_us))) {
+        free(d->relay);
+        d->relay = NULL;
+    }
+}
+
+/* domain_refill - read up to want of d's waiting records into memory, oldest
+ * first; returns how many recipients came in */
+static size_t domain_refill(struct qmgr_queue *q, struct qdomain *d, size_t want)
+{
+    if (q->ix == NULL || d->n_paged == 0)
+        return 0;
+    static struct page pg;
+    size_t got = 0;
+    while (want > 0 && d->n_paged > 0) {
+        pg.n = 0;
+        long n = qindex_scan(q->ix, d->vg, d->name, d->cur_us, d->cur_set ? d->cur_id : NULL, want < 256 ? want : 256,
+                             page_collect, &pg);
+        if (n <= 0) { /* the count was off (a record dropped behind our back): trust the index */
+            d->n_paged = 0;
+            d->n_paged_rcpts = 0;
+            break;
+        }
+        for (size_t i = 0; i < pg.n; i++) {
+            cursor_to(d, pg.us[i], pg.id[i]);
+            struct qmsg *m = msg_find(q, pg.id[i]);
+            if (!in_memory_for(m, d)) { /* it counted as waiting */
+                if (d->n_paged)
+                    d->n_paged--;
+                d->n_paged_rcpts = d->n_paged_rcpts > pg.nr[i] ? d->n_paged_rcpts - pg.nr[i] : 0;
+            }
+            if (m == NULL)
+                m = msg_read(q, pg.id[i], true);
+            if (m == NULL) { /* gone: the record outlived its message */
+                qindex_del(q->ix, d->vg, d->name, pg.us[i], pg.id[i], NULL);
+                index_touched(q);
+                continue;
+            }
+            for (size_t k = 0; k < m->n; k++)
+                if (rcpt_in(&m->r[k], d->name))
+                    m->r[k].indexed = true; /* that is where it came from */
+            size_t took = entries_make(q, m, d, false);
+            got += took;
+            if (took == 0 && pending_for(m, d->name) == 0) {
+                qindex_del(q->ix, d->vg, d->name, pg.us[i], pg.id[i], NULL);
+                index_touched(q);
+            }
+            if (m->open == 0 && m->entries == 0)
+                mark_dirty(q, m); /* done before a restart: finish it */
+            else
+                msg_release(q, m);
+            want = want > 0 ? want - 1 : 0;
+        }
+        if (pg.n < 256 && (size_t)n < 256 && want > 0 && d->n_paged > 0 && (size_t)n < want) {
+            d->n_paged = 0; /* the index has no more */
+            d->n_paged_rcpts = 0;
+        }
+    }
+    domain_relay_done(d);
+    return got;
+}
+
+/* domain_page_out - a domain went down: its idle entries go back to the
+ * index (the probe reads one in again), so parked mail costs no memory */
+static void domain_page_out(struct qmgr_queue *q, struct qdomain *d)
+{
+    if (q->ix == NULL)
+        return;
+    struct qentry *lists[2] = {d->ready_head, d->wait};
+    for (int l = 0; l < 2; l++) {
+        struct qentry *e = lists[l], *next;
+        for (; e; e = next) {
+            next = e->next;
+            if (e->relay)
+                continue;
+            if (l == 0)
+                ready_remove(e);
+            else
+                wait_remove(e);
+            struct qmsg *m = e->m;
+            for (size_t i = 0; i < e->n_idx; i++)
+                m->r[e->idx[i]].queued = false;
+            m->entries--;
+            free(e->idx);
+            free(e);
+            msg_release(q, m);
+        }
+    }
+    domain_recount(q, d);
+}
+
+struct recount {
+    size_t n;
+    uint64_t rcpts;
+    struct qmgr_queue *q;
+    struct qdomain *d;
+};
+
+static bool recount_one(const struct qindex_rec *r, void *arg)
+{
+    struct recount *rc = arg;
+    if (rc->d && in_memory_for(msg_find(rc->q, r->id), rc->d))
+        return true;
+    rc->n++;
+    rc->rcpts += r->n_rcpts;
+    return true;
+}
+
+/* domain_recount - everything d has in the index counts as waiting; the
+ * cursor goes back to the start (records of mail in memory are met again
+ * and skipped) */
+static void domain_recount(struct qmgr_queue *q, struct qdomain *d)
+{
+    struct recount rc = {0, 0, q, d};
+    if (q->ix)
+        qindex_scan(q->ix, d->vg, d->name, 0, NULL, 0, recount_one, &rc);
+    d->cur_set = false;
+    d->cur_us = 0;
+    d->cur_id[0] = '\0';
+    d->n_paged = rc.n;
+    d->n_paged_rcpts = rc.rcpts;
+    if (rc.n)
+        runq_add(q, d);
+}
+
+static bool count_record(const struct qindex_rec *r, void *arg)
+{
+    struct qmgr_queue *q = arg;
+    struct qdomain *d = domain_get(q, r->vg, r->domain, true);
+    if (d) {
+        d->n_paged++;
+        d->n_paged_rcpts += r->n_rcpts;
+        runq_add(q, d);
+    }
+    return true;
+}
+
+/* scan_new - new/ holds a link for every message committed but perhaps not
+ * yet in the index: load those (a link without a queue file is a commit
+ * that did not finish, or a message already removed) */
+static size_t scan_new(struct qmgr_queue *q)
+{
+    char path[SPOOL_PATH_MAX];
+    str_fmt(path, sizeof path, "%s/new", q->qdir);
+    DIR *dir = opendir(path);
+    if (dir == NULL)
+        return 0;
     size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(dir)) != NULL) {
+        if (!spool_id_valid(de->d_name))
+            continue;
+        char qpath[SPOOL_PATH_MAX], ipath[SPOOL_PATH_MAX];
+        spool_path_queue(q->qdir, de->d_name, qpath, sizeof qpath);
+        if (access(qpath, F_OK) == 0) {
+            if (!msg_find(q, de->d_name) && msg_load(q, de->d_name, false))
+                n++;
+            else
+                markers_add(q, de->d_name);
+        } else if (!spool_path_incoming(q->qdir, de->d_name, ipath, sizeof ipath) || access(ipath, F_OK) != 0) {
+            markers_add(q, de->d_name); /* nothing to load: the link just goes */
+        }
+    }
+    closedir(dir);
+    return n;
+}
+
+struct rebuild {
+    struct qmgr_queue *q;
+    size_t msgs, records;
+};
+
+static void rebuild_domain(struct qmgr_queue *q, struct qmsg *m, const char *dom, uint32_t n, void *arg)
+{
+    struct rebuild *rb = arg;
+    struct qindex_rec rec = {.vg = m->vg, .domain = dom, .arrival_us = m->arrival_us, .n_rcpts = n};
+    str_copy(rec.id, sizeof rec.id, m->id);
+    if (qindex_put(q->ix, &rec) >= 0) {
+        rb->records++;
+        for (size_t i = 0; i < m->n; i++)
+            if (rcpt_in(&m->r[i], dom))
+                m->r[i].indexed = true;
+    }
+}
+
+/* index_rebuild - the index afresh from every file of the spool, with
+ * progress in the log; nothing stays in memory */
+static size_t index_rebuild(struct qmgr_queue *q, const char *why)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    log_info("index: rebuilding from the spool (%s)", why);
+    if (qindex_clear(q->ix) != 0 || qindex_set_sound(q->ix, false) != 0)
+        log_error("index: cannot clear it; rebuilding over what is there");
+    struct rebuild rb = {q, 0, 0};
     for (int h = 0; h < 256; h++) {
         char path[SPOOL_PATH_MAX];
         str_fmt(path, sizeof path, "%s/queue/%02X", q->qdir, h);
         DIR *dir = opendir(path);
-        if (dir == NULL)
-            continue;
-        struct dirent *de;
-        while ((de = readdir(dir)) != NULL)
-            if (spool_id_valid(de->d_name) && msg_load(q, de->d_name, false))
-                n++;
-        closedir(dir);
+        if (dir != NULL) {
+            struct dirent *de;
+            while ((de = readdir(dir)) != NULL) {
+                if (!spool_id_valid(de->d_name))
+                    continue;
+                struct qmsg *m = msg_find(q, de->d_name);
+                bool temp = m == NULL;
+                if (temp && (m = msg_read(q, de->d_name, true)) == NULL)
+                    continue;
+                rb.msgs++;
+                msg_each_domain(q, m, rebuild_domain, &rb);
+                if (temp && m->open == 0)
+                    mark_dirty(q, m); /* done before a restart: finish it */
+                else if (temp)
+                    msg_free(q, m);
+            }
+            closedir(dir);
+        }
+        if ((h + 1) % 32 == 0)
+            log_info("index: rebuilding: %d%% of the spool read, %zu messages, %zu records", (h + 1) * 100 / 256,
+                     rb.msgs, rb.records);
     }
+    qindex_set_sound(q->ix, true);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    log_info("index: rebuilt: %zu messages, %zu records in %.1f s", rb.msgs, rb.records, secs);
+    return rb.msgs;
+}
+
+size_t qmgr_queue_start(struct qmgr_queue *q)
+{
+    if (q->ix == NULL) { /* no index: everything in memory, as before */
+        size_t n = 0;
+        for (int h = 0; h < 256; h++) {
+            char path[SPOOL_PATH_MAX];
+            str_fmt(path, sizeof path, "%s/queue/%02X", q->qdir, h);
+            DIR *dir = opendir(path);
+            if (dir == NULL)
+                continue;
+            struct dirent *de;
+            while ((de = readdir(dir)) != NULL)
+                if (spool_id_valid(de->d_name) && msg_load(q, de->d_name, false))
+                    n++;
+            closedir(dir);
+        }
+        return n;
+    }
+    if (!q->ix_sound)
+        index_rebuild(q, q->ix_why);
+    struct recount before = {0, 0, q, NULL};
+    qindex_scan(q->ix, NULL, NULL, 0, NULL, 0, recount_one, &before);
+    qindex_scan(q->ix, NULL, NULL, 0, NULL, 0, count_record, q);
+    size_t found = scan_new(q);
+    if (found)
+        log_info("index: %zu committed message(s) were not in it yet", found);
+    qindex_flush(q->ix);
+    kick(q);
+    return before.n + found;
+}
+
+size_t qmgr_queue_reindex(struct qmgr_queue *q, double *secs)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t n = 0;
+    if (q->ix) {
+        n = index_rebuild(q, "mailctl queue reindex");
+        for (int h = 0; h < DOMAIN_BUCKETS; h++)
+            for (struct qdomain *d = q->domains[h]; d; d = d->hnext)
+                domain_recount(q, d);
+        kick(q);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     return n;
 }
+
+size_t qmgr_queue_scan(struct qmgr_queue *q) { return scan_new(q); }
 
 size_t qmgr_queue_count(const struct qmgr_queue *q) { return q->n_msgs; }
 
@@ -530,6 +1098,9 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         d->on_runq = false;
+        size_t window = domain_window(q, d), mem = domain_in_memory(d);
+        if (d->n_paged && (d->ready_head == NULL || mem < window / 2 + 1) && mem < window)
+            domain_refill(q, d, window - mem); /* the next of the domain's mail, oldest first */
         if (d->ready_head == NULL || d->active >= d->gn.limit)
             continue; /* back on the queue when something changes */
         bool probe = false;
@@ -644,6 +1215,7 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
         free(e->idx);
         free(e->relay);
         free(e);
+        entry_freed(q, d, m);
         mark_dirty(q, m);
     } else if (due <= wall_ms()) {
         ready_push(q, e);
@@ -756,6 +1328,8 @@ static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domai
         d->next_probe = now + delay + jitter;
         if (d->state != DOM_DOWN) {
             d->down_since = now;
+            d->state = DOM_DOWN;
+            domain_page_out(q, d); /* parked mail waits in the index, not in memory */
             log_warn("domain %s (vg %s) is down: %s; parked, next probe in %llds", d->name, d->vg, reason,
                      (long long)(d->next_probe - now));
         } else {
@@ -769,7 +1343,7 @@ static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domai
     }
     if (d->state == DOM_DOWN) {
         log_info("domain %s (vg %s) is up after %llds down; releasing %zu parked entries", d->name, d->vg,
-                 (long long)(now - d->down_since), d->n_ready + d->n_wait);
+                 (long long)(now - d->down_since), d->n_ready + d->n_wait + d->n_paged);
         /* Everything parked flows now, oldest first: the wait list holds the
          * older (deferred) entries newest first, so pushing each to the front
          * of the ready list leaves the oldest at its head. */
@@ -846,8 +1420,24 @@ static void msg_finish(struct qmgr_queue *q, struct qmsg *m)
         }
     }
     char path[SPOOL_PATH_MAX];
-    if (spool_path_queue(q->qdir, m->id, path, sizeof path))
-        reaper_unlink(path);
+    spool_path_queue(q->qdir, m->id, path, sizeof path);
+    /* A finished message keeps a new/ link until its file is gone (the
+     * reaper keeps the order: file, then link), so that qmgr dying in
+     * between finds it at the next start and removes it: its index records
+     * may be gone already, and a start reads new/, not the whole queue.
+     * The link made at commit is used if the index flush has not removed
+     * it yet; else a new one is made. */
+    char marker[SPOOL_PATH_MAX] = "";
+    if (str_fmt(marker, sizeof marker, "%s/new/%s", q->qdir, m->id)) {
+        if (m->marker_gen == q->marker_gen && m->marker_slot < q->n_markers &&
+            strcmp(q->markers[m->marker_slot], m->id) == 0)
+            q->markers[m->marker_slot][0] = '\0'; /* taken over */
+        else if (q->ix && link(path, marker) != 0 && errno != EEXIST)
+            log_warn_errno("%s: cannot link %s", m->id, marker);
+    }
+    reaper_recycle(path);
+    if (marker[0])
+        reaper_unlink(marker);
     log_msg(m->id, "removed");
     msg_free(q, m);
 }
@@ -905,6 +1495,8 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
         m->dirty = false;
         if (flush_ok && m->open == 0 && m->entries == 0 && !m->sync_failed)
             msg_finish(q, m);
+        else if (flush_ok && m->entries == 0 && !m->sync_failed)
+            msg_release(q, m); /* the rest of its recipients wait in the index */
     }
 }
 
@@ -925,7 +1517,10 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
                         runq_add(q, d);
                 }
             }
-            if (d->state == DOM_DOWN && d->probe_job == 0 && now >= d->next_probe && (d->ready_head || d->wait)) {
+            if (d->n_paged && d->state == DOM_UP && !d->on_runq && domain_in_memory(d) < q->window / 2 + 1)
+                runq_add(q, d);
+            if (d->state == DOM_DOWN && d->probe_job == 0 && now >= d->next_probe &&
+                (d->ready_head || d->wait || d->n_paged)) {
                 if (!d->ready_head && d->wait) { /* the probe needs an entry: the oldest parked one */
                     struct qentry *old = d->wait;
                     while (old->next)
@@ -1074,38 +1669,103 @@ static bool msg_has_domain(const struct qmsg *m, const char *domain)
     return false;
 }
 
-bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, const char *vg, bool json, struct buf *out)
+struct lister {
+    struct qmgr_queue *q;
+    bool json, ok;
+    size_t offset, limit, seen, shown;
+    const char *last_id;
+    struct buf *out;
+    char prev[SPOOL_ID_LEN + 1];
+};
+
+static bool list_one(struct lister *l, const char *id)
 {
-    bool ok = json ? buf_puts(out, "[") : true;
-    size_t n = 0;
-    for (int h = 0; ok && h < MSG_BUCKETS; h++)
-        for (struct qmsg *m = q->msgs[h]; ok && m; m = m->hnext) {
-            if ((domain && !msg_has_domain(m, domain)) || (vg && !str_case_eq(m->vg, vg)))
-                continue;
-            ok = json ? (buf_puts(out, n ? ", " : "") && msg_json(m, out)) : msg_text(m, out);
-            n++;
+    if (strcmp(id, l->prev) == 0)
+        return true;
+    str_copy(l->prev, sizeof l->prev, id);
+    l->seen++;
+    if (l->seen <= l->offset || l->shown >= l->limit)
+        return true;
+    struct qmgr_queue *q = l->q;
+    struct qmsg *m = msg_find(q, id);
+    bool temp = m == NULL;
+    if (temp && (m = msg_read(q, id, true)) == NULL)
+        return true;
+    l->ok = l->json ? (buf_puts(l->out, l->shown ? ", " : "") && msg_json(m, l->out)) : msg_text(m, l->out);
+    l->shown++;
+    if (temp)
+        msg_free(q, m);
+    return l->ok;
+}
+
+static bool list_record(const struct qindex_rec *r, void *arg) { return list_one(arg, r->id); }
+
+bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, const char *vg, bool json, size_t offset, size_t limit,
+                     struct buf *out)
+{
+    struct lister l = {q, json, true, offset, limit ? limit : SIZE_MAX, 0, 0, NULL, out, ""};
+    l.ok = json ? buf_puts(out, "[") : true;
+    if (q->ix) {
+        /* From the index, in arrival order per (gateway, domain): a message
+         * with recipients in several domains is listed under each. */
+        for (int h = 0; l.ok && h < DOMAIN_BUCKETS; h++)
+            for (struct qdomain *d = q->domains[h]; l.ok && d; d = d->hnext) {
+                if ((domain && !str_case_eq(d->name, domain)) || (vg && !str_case_eq(d->vg, vg)))
+                    continue;
+                qindex_scan(q->ix, d->vg, d->name, 0, NULL, 0, list_record, &l);
+            }
+        /* and the newest, not indexed yet (index_deferred) */
+        for (size_t i = 0; l.ok && i < q->n_markers; i++) {
+            struct qmsg *m = q->markers[i][0] ? msg_find(q, q->markers[i]) : NULL;
+            bool unindexed = false;
+            for (size_t k = 0; m && k < m->n && !unindexed; k++)
+                unindexed = m->r[k].state == '-' && !m->r[k].indexed &&
+                            (domain == NULL || rcpt_in(&m->r[k], domain));
+            if (unindexed && !(vg && !str_case_eq(m->vg, vg)))
+                list_one(&l, m->id);
         }
-    if (ok && json)
-        ok = buf_puts(out, "]");
-    else if (ok)
-        ok = buf_printf(out, "-- %zu message(s)", n);
-    return ok;
+    } else {
+        for (int h = 0; l.ok && h < MSG_BUCKETS; h++)
+            for (struct qmsg *m = q->msgs[h]; l.ok && m; m = m->hnext)
+                if (!(domain && !msg_has_domain(m, domain)) && !(vg && !str_case_eq(m->vg, vg)))
+                    list_one(&l, m->id);
+    }
+    if (l.ok && json)
+        l.ok = buf_puts(out, "]");
+    else if (l.ok && l.shown == l.seen)
+        l.ok = buf_printf(out, "-- %zu message(s)", l.shown);
+    else if (l.ok)
+        l.ok = buf_printf(out, "-- %zu message(s) of %zu shown (from number %zu; --offset N --limit N for others)",
+                          l.shown, l.seen, offset + 1);
+    return l.ok;
 }
 
 bool qmgr_queue_show(struct qmgr_queue *q, const char *id, bool json, struct buf *out)
 {
     struct qmsg *m = msg_find(q, id);
-    if (m == NULL)
+    bool temp = m == NULL;
+    if (temp && (m = msg_read(q, id, true)) == NULL)
         return false;
-    if (json)
-        return msg_json(m, out);
-    bool ok = msg_text(m, out);
-    if (ok && out->len && out->data[out->len - 1] == '\n')
+    bool ok = json ? msg_json(m, out) : msg_text(m, out);
+    if (!json && ok && out->len && out->data[out->len - 1] == '\n')
         out->data[--out->len] = '\0';
+    if (temp)
+        msg_free(q, m);
     return ok;
 }
 
+struct page_first {
+    int64_t us;
+};
+
+static bool first_record(const struct qindex_rec *r, void *arg)
+{
+    ((struct page_first *)arg)->us = r->arrival_us;
+    return false;
+}
+
 struct domain_counts {
+    size_t paged;         /* messages waiting in the index */
     size_t queued;        /* recipients not final */
     int64_t oldest_us;
     time_t next_retry;
@@ -1134,6 +1794,14 @@ static void domain_count(struct qmgr_queue *q, const struct qdomain *d, struct d
                 count_entry(j->e, c);
     if (d->state == DOM_DOWN)
         c->next_retry = d->next_probe;
+    c->queued += (size_t)d->n_paged_rcpts;
+    c->paged = d->n_paged;
+    if (d->n_paged && q->ix) { /* the oldest waiting in the index */
+        struct page_first pf = {0};
+        qindex_scan(q->ix, d->vg, d->name, d->cur_us, d->cur_set ? d->cur_id : NULL, 1, first_record, &pf);
+        if (pf.us && (c->oldest_us == 0 || pf.us < c->oldest_us))
+            c->oldest_us = pf.us;
+    }
 }
 
 static bool domain_json(struct qmgr_queue *q, const struct qdomain *d, struct buf *out)
@@ -1147,13 +1815,14 @@ static bool domain_json(struct qmgr_queue *q, const struct qdomain *d, struct bu
                       ", \"state\": \"%s\", \"queued\": %zu, \"oldest_age_s\": %lld, \"connections\": %d, "
                       "\"delivered\": %llu, \"hard_bounces\": %llu, \"soft_bounces\": %llu, \"last_attempt\": %lld, "
                       "\"next_retry\": %lld, \"down_since\": %lld, \"concurrency\": %d, \"max_connections\": %d, "
-                      "\"rate_bytes_per_s\": %.0f, \"good_neighbor\": \"%s\", \"mx\": [], \"concurrency_reason\": ",
+                      "\"rate_bytes_per_s\": %.0f, \"good_neighbor\": \"%s\", \"in_index\": %zu, \"mx\": ",
                       domain_state_name(d->state), c.queued,
                       (long long)(c.oldest_us ? now - c.oldest_us / 1000000 : 0), d->active,
                       (unsigned long long)d->delivered, (unsigned long long)d->hard_bounces,
                       (unsigned long long)d->soft_bounces, (long long)d->last_attempt, (long long)c.next_retry,
                       (long long)(d->state == DOM_DOWN ? d->down_since : 0), d->gn.limit, d->max_connections,
-                      d->gn.rate, gn_phase_name(d->gn.phase)) &&
+                      d->gn.rate, gn_phase_name(d->gn.phase), c.paged) &&
+           qmgr_sites_json(d->vg, d->name, out) && buf_puts(out, ", \"concurrency_reason\": ") &&
            buf_json_str(out, d->gn.reason) && buf_puts(out, ", \"last_error\": ") &&
            buf_json_str(out, d->last_error ? d->last_error : "") && buf_puts(out, "}");
 }
@@ -1164,12 +1833,13 @@ static bool domain_text(struct qmgr_queue *q, const struct qdomain *d, struct bu
     domain_count(q, d, &c);
     time_t now = time(NULL);
     return buf_printf(out, "%-30s vg=%-10s %-4s queued=%zu oldest=%llds connections=%d/%d delivered=%llu bounced=%llu "
-                           "deferred=%llu next_retry=%llds (%s)%s%s\n",
+                           "deferred=%llu next_retry=%llds (%s)",
                       d->name, d->vg, domain_state_name(d->state), c.queued,
                       (long long)(c.oldest_us ? now - c.oldest_us / 1000000 : 0), d->active, d->gn.limit,
                       (unsigned long long)d->delivered, (unsigned long long)d->hard_bounces,
                       (unsigned long long)d->soft_bounces, (long long)(c.next_retry ? c.next_retry - now : 0),
-                      d->gn.reason, d->last_error ? " last_error=" : "", d->last_error ? d->last_error : "");
+                      d->gn.reason) && qmgr_sites_text(d->vg, d->name, out) &&
+           buf_printf(out, "%s%s\n", d->last_error ? " last_error=" : "", d->last_error ? d->last_error : "");
 }
 
 bool qmgr_queue_domains(struct qmgr_queue *q, const char *domain, bool json, struct buf *out)
@@ -1265,16 +1935,132 @@ static void delete_entry(struct qmgr_queue *q, struct qentry *e, void *arg)
     }
     log_msg(m->id, "deleted by the operator: %zu recipient(s) for %s", e->n_idx, e->d->name);
     m->entries--;
+    struct qdomain *d = e->d;
     free(e->idx);
     free(e->relay);
     free(e);
+    entry_freed(q, d, m);
     mark_dirty(q, m);
+}
+
+/* delete_waiting - the recipients of m for d that wait in the index (in no
+ * entry, not in flight): deleted; returns how many */
+static size_t delete_waiting(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        struct qrcpt *r = &m->r[i];
+        if (r->state == '-' && !r->queued && !r->busy && rcpt_in(r, d->name)) {
+            r->state = 'X';
+            r->changed = true;
+            m->open--;
+            n++;
+        }
+    }
+    if (n) {
+        log_msg(m->id, "deleted by the operator: %zu recipient(s) for %s", n, d->name);
+        if (pending_for(m, d->name) == 0)
+            index_drop(q, d, m, !in_memory_for(m, d));
+        mark_dirty(q, m);
+    }
+    return n;
+}
+
+/* msg_get - m in memory, read from the spool if it is only in the index */
+static struct qmsg *msg_get(struct qmgr_queue *q, const char *id)
+{
+    struct qmsg *m = msg_find(q, id);
+    return m ? m : msg_read(q, id, true);
+}
+
+/* each_domain_of - call fn for the qdomain of each domain m has pending
+ * recipients for (creating it if need be) */
+struct domain_visit {
+    void (*fn)(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d, void *arg);
+    void *arg;
+};
+
+static void visit_domain(struct qmgr_queue *q, struct qmsg *m, const char *dom, uint32_t n, void *arg)
+{
+    (void)n;
+    struct domain_visit *v = arg;
+    struct qdomain *d = domain_get(q, m->vg, dom, true);
+    if (d)
+        v->fn(q, m, d, v->arg);
+}
+
+static void delete_visit(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d, void *arg)
+{
+    *(size_t *)arg += delete_waiting(q, m, d);
+}
+
+struct id_page {
+    char id[256][SPOOL_ID_LEN + 1];
+    int64_t us[256];
+    size_t n;
+};
+
+static bool id_collect(const struct qindex_rec *r, void *arg)
+{
+    struct id_page *pg = arg;
+    str_copy(pg->id[pg->n], SPOOL_ID_LEN + 1, r->id);
+    pg->us[pg->n] = r->arrival_us;
+    return ++pg->n < 256;
+}
+
+/* domain_each_waiting - call fn on every message of d's index records (in
+ * pages, so that memory stays bounded: the sync runs between pages) */
+static void domain_each_waiting(struct qmgr_queue *q, struct qdomain *d,
+                                void (*fn)(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d, void *arg),
+                                void *arg)
+{
+    if (q->ix == NULL)
+        return;
+    static struct id_page pg;
+    int64_t after_us = 0;
+    char after_id[SPOOL_ID_LEN + 1] = "";
+    for (;;) {
+        pg.n = 0;
+        long n = qindex_scan(q->ix, d->vg, d->name, after_us, after_id[0] ? after_id : NULL, 256, id_collect, &pg);
+        if (n <= 0)
+            break;
+        for (size_t i = 0; i < pg.n; i++) {
+            struct qmsg *m = msg_get(q, pg.id[i]);
+            if (m == NULL) {
+                qindex_del(q->ix, d->vg, d->name, pg.us[i], pg.id[i], NULL);
+                continue;
+            }
+            fn(q, m, d, arg);
+            if (!m->dirty)
+                msg_release(q, m);
+        }
+        after_us = pg.us[pg.n - 1];
+        str_copy(after_id, sizeof after_id, pg.id[pg.n - 1]);
+        on_sync(-1, 0, q); /* write what changed, free what is done */
+        index_touched(q);
+        if (pg.n < 256)
+            break;
+    }
 }
 
 size_t qmgr_queue_delete(struct qmgr_queue *q, const char *id, const char *domain)
 {
     size_t count = 0;
     for_each_idle_entry(q, id, domain, delete_entry, &count);
+    if (id) { /* what of it waits in the index */
+        struct qmsg *m = msg_get(q, id);
+        if (m) {
+            struct domain_visit v = {delete_visit, &count};
+            msg_each_domain(q, m, visit_domain, &v);
+            if (!m->dirty)
+                msg_release(q, m);
+        }
+    } else if (domain) {
+        for (int h = 0; h < DOMAIN_BUCKETS; h++)
+            for (struct qdomain *d = q->domains[h]; d; d = d->hnext)
+                if (str_case_eq(d->name, domain))
+                    domain_each_waiting(q, d, delete_visit, &count);
+    }
     return count;
 }
 
@@ -1301,15 +2087,80 @@ static void redirect_entry(struct qmgr_queue *q, struct qentry *e, void *arg)
     log_msg(e->m->id, "redirected by the operator: %zu recipient(s) for %s to %s", e->n_idx, d->name, relay);
 }
 
+static void redirect_visit(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d, void *arg)
+{
+    struct redirect_arg *ra = arg;
+    /* into memory now, at the front, to the operator's host */
+    char *saved = d->relay;
+    int64_t saved_until = d->relay_until_us;
+    d->relay = (char *)ra->relay;
+    d->relay_until_us = INT64_MAX;
+    bool waiting = !in_memory_for(m, d);
+    size_t n = entries_make(q, m, d, true);
+    if (n && waiting && after_cursor(d, m->arrival_us, m->id)) { /* no longer waiting */
+        if (d->n_paged)
+            d->n_paged--;
+        d->n_paged_rcpts = d->n_paged_rcpts > n ? d->n_paged_rcpts - n : 0;
+    }
+    d->relay = saved;
+    d->relay_until_us = saved_until;
+    if (n) {
+        ra->count += n;
+        log_msg(m->id, "redirected by the operator: %zu recipient(s) for %s to %s", n, d->name, ra->relay);
+    }
+}
+
+/* count_waiting - recipients of domain (every gateway) in the index only */
+static size_t count_waiting(struct qmgr_queue *q, const char *domain)
+{
+    size_t n = 0;
+    for (int h = 0; h < DOMAIN_BUCKETS; h++)
+        for (struct qdomain *d = q->domains[h]; d; d = d->hnext)
+            if (str_case_eq(d->name, domain))
+                n += (size_t)d->n_paged_rcpts;
+    return n;
+}
+
 size_t qmgr_queue_redirect(struct qmgr_queue *q, const char *id, const char *domain, const char *relay)
 {
     struct redirect_arg ra = {relay, 0};
     for_each_idle_entry(q, id, domain, redirect_entry, &ra);
+    if (id) {
+        struct qmsg *m = msg_get(q, id);
+        if (m) {
+            struct domain_visit v = {redirect_visit, &ra};
+            msg_each_domain(q, m, visit_domain, &v);
+            msg_release(q, m);
+        }
+    } else if (domain) {
+        /* What waits in the index follows as it is read in (at full
+         * concurrency even if the domain is down); mail arriving later
+         * takes the domain's own route. */
+        ra.count += count_waiting(q, domain);
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        for (int h = 0; h < DOMAIN_BUCKETS; h++)
+            for (struct qdomain *d = q->domains[h]; d; d = d->hnext)
+                if (str_case_eq(d->name, domain)) {
+                    free(d->relay);
+                    d->relay = str_dup(relay);
+                    d->relay_until_us = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+                    runq_add(q, d);
+                }
+        if (ra.count)
+            log_info("domain %s: %zu recipient(s) redirected by the operator to %s", domain, ra.count, relay);
+    }
     kick(q);
     return ra.count;
 }
 
-bool qmgr_queue_known(struct qmgr_queue *q, const char *id) { return msg_find(q, id) != NULL; }
+bool qmgr_queue_known(struct qmgr_queue *q, const char *id)
+{
+    if (msg_find(q, id))
+        return true;
+    char path[SPOOL_PATH_MAX];
+    return spool_id_valid(id) && spool_path_queue(q->qdir, id, path, sizeof path) && access(path, F_OK) == 0;
+}
 
 bool qmgr_queue_has_domain(struct qmgr_queue *q, const char *domain)
 {
@@ -1333,6 +2184,7 @@ void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
     }
     free(copy);
     q->lifetime = cfg_int(cfg, P_max_queue_lifetime);
+    q->window = (size_t)cfg_int(cfg, P_qmgr_domain_active_limit);
     q->use_syncfs = strcmp(cfg_str(cfg, P_spool_sync_method), "syncfs") == 0;
     char verr[VG_ERR_MAX];
     struct vg_set *vs = vg_load(cfg, verr);
@@ -1359,6 +2211,43 @@ void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
     q->bounce_vg = str_dup(cfg_str(cfg, P_bounce_virtual_gateway));
 }
 
+static void on_index_commit(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr_queue *q = arg;
+    if (q->ix)
+        qindex_commit(q->ix);
+}
+
+/* on_index_flush - the index to stable storage, then the new/ links of what
+ * it holds go; a checkpoint now and then keeps the log short */
+static void on_index_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct qmgr_queue *q = arg;
+    if (q->ix == NULL)
+        return;
+    /* Mail still queued a second after it came: into the index now (the
+     * markers name every message that may have such records). */
+    for (size_t i = 0; i < q->n_markers; i++) {
+        struct qmsg *m = q->markers[i][0] ? msg_find(q, q->markers[i]) : NULL;
+        if (m)
+            index_deferred(q, m);
+    }
+    if (q->n_markers && qindex_flush(q->ix) == 0) {
+        for (size_t i = 0; i < q->n_markers; i++) {
+            char path[SPOOL_PATH_MAX];
+            if (q->markers[i][0] && str_fmt(path, sizeof path, "%s/new/%s", q->qdir, q->markers[i]))
+                reaper_unlink(path);
+        }
+        q->n_markers = 0;
+        q->marker_gen++;
+    }
+    time_t now = time(NULL);
+    if (now - q->last_checkpoint >= INDEX_CHECKPOINT_S) {
+        q->last_checkpoint = now;
+        qindex_checkpoint(q->ix);
+    }
+}
+
 struct qmgr_queue *qmgr_queue_new(struct event_base *base, const struct config *cfg)
 {
     struct qmgr_queue *q = calloc(1, sizeof *q);
@@ -1372,11 +2261,20 @@ struct qmgr_queue *qmgr_queue_new(struct event_base *base, const struct config *
     q->kick_ev = event_new(base, -1, 0, on_kick, q);
     q->sync_ev = event_new(base, -1, 0, on_sync, q);
     q->retry_ev = event_new(base, -1, EV_PERSIST, on_retry_tick, q);
-    struct timeval tick = {0, TICK_MS * 1000};
-    if (q->qdir == NULL || q->sync_fd < 0 || !q->kick_ev || !q->sync_ev || !q->retry_ev || event_add(q->retry_ev, &tick) != 0) {
+    q->commit_ev = evtimer_new(base, on_index_commit, q);
+    q->flush_ev = event_new(base, -1, EV_PERSIST, on_index_flush, q);
+    struct timeval tick = {0, TICK_MS * 1000}, flush = {INDEX_FLUSH_S, 0};
+    if (q->qdir == NULL || q->sync_fd < 0 || !q->kick_ev || !q->sync_ev || !q->retry_ev || !q->commit_ev ||
+        !q->flush_ev || event_add(q->retry_ev, &tick) != 0 || event_add(q->flush_ev, &flush) != 0) {
         qmgr_queue_free(q);
         return NULL;
     }
+    char err[QINDEX_ERR_MAX];
+    q->ix = qindex_open(q->qdir, &q->ix_sound, err, sizeof err);
+    if (q->ix == NULL)
+        log_error("index: %s; queue kept in memory only", err);
+    else if (!q->ix_sound)
+        str_copy(q->ix_why, sizeof q->ix_why, "missing or not completely built");
     qmgr_queue_configure(q, cfg);
     return q;
 }
@@ -1411,6 +2309,7 @@ void qmgr_queue_free(struct qmgr_queue *q)
             free(d->name);
             free(d->vg);
             free(d->last_error);
+            free(d->relay);
             free(d);
         }
     for (int h = 0; h < MSG_BUCKETS; h++)
@@ -1427,6 +2326,12 @@ void qmgr_queue_free(struct qmgr_queue *q)
         event_free(q->sync_ev);
     if (q->retry_ev)
         event_free(q->retry_ev);
+    if (q->commit_ev)
+        event_free(q->commit_ev);
+    if (q->flush_ev)
+        event_free(q->flush_ev);
+    qindex_close(q->ix); /* after the messages: nothing more to write */
+    free(q->markers);
     if (q->sync_fd > 0)
         close(q->sync_fd);
     table_free(q->controls);

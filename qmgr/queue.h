@@ -35,11 +35,25 @@ struct qmgr_queue *qmgr_queue_new(struct event_base *base, const struct config *
 /* qmgr_queue_configure - (re)read retry schedule, lifetime, limits. */
 void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg);
 
-/* qmgr_queue_scan - load every committed message of the spool; returns the
- * number loaded. Invalid files are logged and left alone. */
+/* qmgr_queue_start - at start: read the per-domain index (rebuilt from the
+ * spool first when missing, corrupt or half-built, with progress in the
+ * log), then load the committed messages the index does not hold yet (the
+ * spool's new/ links). Only the first qmgr_domain_active_limit entries of
+ * each (gateway, domain) come into memory; the rest are read in as those go
+ * out. Returns the number of messages queued. */
+size_t qmgr_queue_start(struct qmgr_queue *q);
+
+/* qmgr_queue_scan - load committed messages qmgr was not told about (the
+ * spool's new/ links: cost in proportion to those, not to the queue);
+ * returns the number loaded. */
 size_t qmgr_queue_scan(struct qmgr_queue *q);
 
-/* qmgr_queue_count - messages in memory. */
+/* qmgr_queue_reindex - `mailctl queue reindex`: rebuild the index from the
+ * spool (progress in the log); *secs gets the time it took. Returns the
+ * number of messages read. */
+size_t qmgr_queue_reindex(struct qmgr_queue *q, double *secs);
+
+/* qmgr_queue_count - messages in memory (not those only in the index). */
 size_t qmgr_queue_count(const struct qmgr_queue *q);
 
 /* qmgr_queue_add - a new message was committed (QMGR_NEW_MAIL). */
@@ -86,8 +100,10 @@ bool qmgr_queue_known(struct qmgr_queue *q, const char *id);
 size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain);
 
 /* qmgr_queue_list - text or JSON listing (optionally of one domain and/or
- * one virtual gateway). */
-bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, const char *vg, bool json, struct buf *out);
+ * one virtual gateway), read from the index in arrival order per queue:
+ * messages offset+1 .. offset+limit (limit 0: all). */
+bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, const char *vg, bool json, size_t offset, size_t limit,
+                     struct buf *out);
 
 /* qmgr_queue_show - one message; false when the id is unknown. */
 bool qmgr_queue_show(struct qmgr_queue *q, const char *id, bool json, struct buf *out);

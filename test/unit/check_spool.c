@@ -8,9 +8,11 @@
 #include "spool.h"
 #include "buf.h"
 #include "log.h"
+#include "str.h"
 #include "unit.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <sys/time.h>
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -266,7 +268,12 @@ START_TEST(test_init_dirs)
         snprintf(p, sizeof p, "%s/queue/%02X", q, h);
         check_dir(p);
     }
-    ck_assert_int_eq(unit_count_entries(q), 2);
+    static const char *const more[] = {"new", "index", "free"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", q, more[i]);
+        check_dir(p);
+    }
+    ck_assert_int_eq(unit_count_entries(q), 5);
 
     /* again: idempotent, and modes are put back */
     snprintf(p, sizeof p, "%s/queue/A7", q);
@@ -789,6 +796,64 @@ START_TEST(test_clean_incoming)
 }
 END_TEST
 
+/* test_reuse_free_file - a file in free/ (a finished message, bigger than
+ * the new one) is taken for the next message: same inode, exact new
+ * content and size, free/ empty after; and the commit links new/ID */
+START_TEST(test_reuse_free_file)
+{
+    char q[PATH_MAX];
+    make_spool(q);
+    struct event_base *base = event_base_new();
+    ck_assert_ptr_nonnull(base);
+    struct spool_committer *sc = spool_committer_new(base, q, methods[_i]);
+    ck_assert_ptr_nonnull(sc);
+    /* an old finished file of 300,000 bytes in free/ */
+    char old_id[SPOOL_ID_LEN + 1], freep[SPOOL_PATH_MAX];
+    spool_id_new(5, old_id);
+    ck_assert(str_fmt(freep, sizeof freep, "%s/free/%s", q, old_id));
+    FILE *f = fopen(freep, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < 300000; i++)
+        fputc('Z', f);
+    fclose(f);
+    struct stat before;
+    ck_assert_int_eq(stat(freep, &before), 0);
+
+    char id[SPOOL_ID_LEN + 1], fin[SPOOL_PATH_MAX], marker[SPOOL_PATH_MAX];
+    spool_id_new(3, id);
+    ck_assert(spool_path_queue(q, id, fin, sizeof fin));
+    ck_assert(str_fmt(marker, sizeof marker, "%s/new/%s", q, id));
+    struct spool_envelope env = sample_env();
+    struct spool_file *sf = spool_file_create(q, id, &env);
+    ck_assert_ptr_nonnull(sf);
+    ck_assert_msg(!unit_exists(freep), "the free file was not taken");
+    size_t clen = 5000;
+    char *content = sample_content(clen);
+    ck_assert_int_eq(spool_file_write(sf, content, clen), 0);
+    struct waiter w = {base, 1, 0, 0, false};
+    spool_commit(sc, sf, on_commit, &w);
+    run_until(&w);
+    ck_assert_int_eq(w.ok_calls, 1);
+    struct stat after, st_marker;
+    ck_assert_int_eq(stat(fin, &after), 0);
+    ck_assert_uint_eq(after.st_ino, before.st_ino); /* the same file, no new inode */
+    ck_assert_int_lt(after.st_size, 300000);
+    check_message(fin, id, &env, content, clen); /* exact: nothing of the old content is left */
+    ck_assert_int_eq(stat(marker, &st_marker), 0);
+    ck_assert_uint_eq(st_marker.st_ino, after.st_ino);
+
+    /* free/ empty: the next file is a new one */
+    char id2[SPOOL_ID_LEN + 1];
+    spool_id_new(3, id2);
+    sf = spool_file_create(q, id2, &env);
+    ck_assert_ptr_nonnull(sf);
+    spool_file_abort(sf);
+    spool_committer_free(sc);
+    event_base_free(base);
+    free(content);
+}
+END_TEST
+
 /* ---- suite ---- */
 
 int main(void)
@@ -815,6 +880,7 @@ int main(void)
     tcase_add_loop_test(tc, test_committer_new_fails, 0, COUNT(methods));
     tcase_add_test(tc, test_file_abort);
     tcase_add_test(tc, test_file_create_refusals);
+    tcase_add_loop_test(tc, test_reuse_free_file, 0, COUNT(methods));
     suite_add_tcase(s, tc);
 
     tc = unit_tcase("read", 30);
