@@ -4,6 +4,7 @@
 #include "control.h"
 #include "ipc.h"
 #include "paths.h"
+#include "schedule.h"
 #include "server.h"
 #include "addr.h"
 #include "str.h"
@@ -78,6 +79,10 @@ static bool tables_ok(const struct config *cfg)
             return false;
         }
         table_free(t);
+    }
+    if (!controls_file_check(cfg_str(cfg, P_destination_controls), err, sizeof err)) {
+        fail("destination_controls: %s", err);
+        return false;
     }
     return true;
 }

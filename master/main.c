@@ -9,9 +9,11 @@
 #include "listeners.h"
 #include "log.h"
 #include "paths.h"
+#include "schedule.h"
 #include "server.h"
 #include "spool.h"
 #include "str.h"
+#include "table.h"
 #include "vg.h"
 
 #include <errno.h>
@@ -222,6 +224,13 @@ static int do_reload(struct master *m, char *err, size_t errlen)
         return 1;
     }
     vg_free(vs);
+    char terr[TABLE_ERR_MAX];
+    if (!controls_file_check(cfg_str(cfg, P_destination_controls), terr, sizeof terr)) {
+        log_error("reload refused, keeping the running configuration: destination_controls: %s", terr);
+        str_copy(err, errlen, terr);
+        config_free(cfg);
+        return 1;
+    }
     if (strcmp(cfg_str(cfg, P_smtpd_listen), cfg_str(m->cfg, P_smtpd_listen)) != 0 ||
         strcmp(cfg_str(cfg, P_queue_directory), cfg_str(m->cfg, P_queue_directory)) != 0)
         log_warn("reload: smtpd_listen or queue_directory changed; they take effect at the next start");

@@ -1,7 +1,9 @@
 /* queue.c - qmgr's queue: messages, per-(gateway, domain) queues, jobs,
  * retries, durable recipient states, removal and bounces. */
 #include "queue.h"
+#include "domstate.h"
 #include "index.h"
+#include "schedule.h"
 #include "reaper.h"
 #include "neighbour.h"
 #include "sites.h"
@@ -31,7 +33,7 @@
 #define JOB_BUCKETS 4096
 #define DOMAIN_CONCURRENCY 20      /* jobs in flight per domain (destination_controls later) */
 #define AGENT_CONCURRENCY 1000     /* jobs in flight per delivery agent */
-#define RETRY_MAX 32
+#define RETRY_MAX SCHEDULE_MAX
 #define SITE_BUSY_S 10             /* a refused connection this soon after a delivery is pushback, not an outage */
 #define JOB_RCPTS_MAX 1000         /* recipients per transaction (the delivery agent's bound) */
 #define TICK_MS 500                /* retry timers and good-neighbour windows */
@@ -229,20 +231,6 @@ static void mark_dirty(struct qmgr_queue *q, struct qmsg *m)
 
 /* ---- domains ---- */
 
-/* parse_schedule - "1m,5m,1h" (commas or spaces) into seconds */
-static int parse_schedule(const char *text, int64_t *out)
-{
-    char *copy = str_dup(text), *cur = copy, *tok;
-    int n = 0;
-    while (copy && (tok = str_split_next(&cur)) != NULL && n < RETRY_MAX) {
-        int64_t sec;
-        if (parse_duration(tok, &sec) && sec > 0)
-            out[n++] = sec;
-    }
-    free(copy);
-    return n;
-}
-
 /* wall_ms - wall clock in milliseconds (retry times, shown to people) */
 static int64_t wall_ms(void)
 {
@@ -282,8 +270,9 @@ static void domain_controls_rest(struct qdomain *d, const char *v, char *val, si
 {
     if (v == NULL)
         return;
-    if (table_attr(v, "retry_schedule", val, vlen))
-        d->n_retry = parse_schedule(val, d->retry);
+    char why[256];
+    if (table_attr(v, "retry_schedule", val, vlen) && (d->n_retry = schedule_parse(val, d->retry, RETRY_MAX, why, sizeof why)) < 0)
+        d->n_retry = 0; /* refused at load (controls_check): not reached */
     if (table_attr(v, "retry", val, vlen) && strcmp(val, "0") == 0)
         d->retry_zero = true;
     if (table_attr(v, "max_connections", val, vlen)) {
@@ -1175,12 +1164,9 @@ static void job_unlink(struct qmgr_queue *q, struct qjob *j)
 
 static int64_t retry_delay(struct qmgr_queue *q, const struct qdomain *d, int attempts)
 {
-    const int64_t *sched = d && d->n_retry ? d->retry : q->retry;
-    int n = d && d->n_retry ? d->n_retry : q->n_retry;
-    if (n == 0)
-        return 300;
-    int i = attempts - 1 < n ? attempts - 1 : n - 1;
-    return sched[i < 0 ? 0 : i];
+    if (d && d->n_retry)
+        return schedule_delay(d->retry, d->n_retry, attempts);
+    return schedule_delay(q->retry, q->n_retry, attempts);
 }
 
 /* job_done - every recipient of the job reported: requeue what is left */
@@ -1323,9 +1309,7 @@ static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domai
         d->failures++;
         /* One probe per retry interval, spread by +-10% so that domains that
          * went down together do not come back in one stampede. */
-        int64_t delay = retry_delay(q, d, d->failures);
-        int64_t jitter = delay / 10 > 0 ? (int64_t)(random() % (2 * (delay / 10) + 1)) - delay / 10 : 0;
-        d->next_probe = now + delay + jitter;
+        d->next_probe = now + schedule_jitter(retry_delay(q, d, d->failures), random());
         if (d->state != DOM_DOWN) {
             d->down_since = now;
             d->state = DOM_DOWN;
@@ -1370,21 +1354,26 @@ bool qmgr_queue_site(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigne
     if (j == NULL || j->a->p != p || reachable > 2)
         return false;
     struct qdomain *d = j->e->d;
-    if (j->e->relay)
-        return true; /* redirected elsewhere: says nothing about the domain's own hosts */
-    if (reachable == 0 && d->state == DOM_UP && time(NULL) - d->last_success < SITE_BUSY_S) {
+    switch (site_judge(j->e->relay != NULL, d->state == DOM_DOWN, d->failures, reachable, time(NULL),
+                       d->last_success, SITE_BUSY_S)) {
+    case SITE_PUSHBACK: {
         /* Other connections were delivering a moment ago: the receiver is
          * busy (e.g. 421 beyond its connection limit), not down. */
         int before = d->gn.limit;
         gn_throttled(&d->gn, now_ms(), reason);
         if (d->gn.limit != before)
             log_info("domain %s (vg %s): concurrency %d -> %d: %s", d->name, d->vg, before, d->gn.limit, d->gn.reason);
-        return true;
+        break;
     }
-    if (reachable == 0)
+    case SITE_DOWN:
         domain_set_state(q, d, DOM_DOWN, reason[0] ? reason : "no host reachable");
-    else if (reachable == 1 && (d->state == DOM_DOWN || d->failures))
+        break;
+    case SITE_UP:
         domain_set_state(q, d, DOM_UP, "");
+        break;
+    case SITE_NOTHING:
+        break;
+    }
     return true;
 }
 
@@ -2175,14 +2164,12 @@ bool qmgr_queue_has_domain(struct qmgr_queue *q, const char *domain)
 
 void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
 {
-    q->n_retry = 0;
-    char *copy = str_dup(cfg_str(cfg, P_retry_schedule)), *cur = copy, *tok;
-    while (copy && (tok = str_split_next(&cur)) != NULL && q->n_retry < RETRY_MAX) {
-        int64_t s;
-        if (parse_duration(tok, &s))
-            q->retry[q->n_retry++] = s;
+    char why[256];
+    q->n_retry = schedule_parse(cfg_str(cfg, P_retry_schedule), q->retry, RETRY_MAX, why, sizeof why);
+    if (q->n_retry < 0) {
+        log_error("retry_schedule: %s (using %d s)", why, SCHEDULE_DEFAULT_S);
+        q->n_retry = 0;
     }
-    free(copy);
     q->lifetime = cfg_int(cfg, P_max_queue_lifetime);
     q->window = (size_t)cfg_int(cfg, P_qmgr_domain_active_limit);
     q->use_syncfs = strcmp(cfg_str(cfg, P_spool_sync_method), "syncfs") == 0;
@@ -2196,6 +2183,10 @@ void qmgr_queue_configure(struct qmgr_queue *q, const struct config *cfg)
     }
     char terr[TABLE_ERR_MAX];
     struct table *t = table_load(cfg_str(cfg, P_destination_controls), terr);
+    if (t != NULL && !controls_check(t, cfg_str(cfg, P_destination_controls), terr, sizeof terr)) {
+        table_free(t);
+        t = NULL;
+    }
     if (t == NULL) {
         log_error("destination_controls: %s (keeping the previous table)", terr);
     } else {

@@ -224,3 +224,59 @@ def test_new_mail_is_found_after_qmgr_is_killed(bw_factory, sink_factory):
     bw.mailctl("flush", "dest.test")
     qids = _all_delivered_once(dest, allids)
     assert len(qids) - len(set(qids)) <= 2, "duplicates beyond what was in flight"
+
+
+def test_bad_destination_controls_are_refused_with_file_and_line(bw_factory):
+    """A typo in destination_controls is an error naming file and line at
+    `config check` and `start`, and a running instance refuses a reload
+    with it and keeps its table."""
+    from enginelib import write_table
+    bw = bw_factory(start=False)
+    good = write_table(bw, "destination_controls", ["default retry_schedule=1m,5m", "slow.test max_connections=2"])
+    bw.set_params(destination_controls=good)
+    assert bw.mailctl("config", "check").returncode == 0
+    bad = write_table(bw, "destination_controls", ["default retry_schedule=1m,5x"])
+    bw.set_params(destination_controls=bad)
+    for args in (("config", "check"), ("start",)):
+        r = bw.mailctl(*args, timeout=60)
+        assert r.returncode == 1, (args, r.returncode, r.stdout, r.stderr)
+        assert "%s:2: retry_schedule=1m,5x: '5x' is not a duration" % bad in r.stderr, (args, r.stderr)
+    good = write_table(bw, "destination_controls", ["default retry_schedule=1m", "slow.test max_connections=2"])
+    bw.set_params(destination_controls=good)
+    bw.start()
+    write_table(bw, "destination_controls", ["slow.test good_neighbour=no"])
+    r = bw.mailctl("reload", timeout=30)
+    assert r.returncode != 0 and "'good_neighbour=no' is not a destination control" in (r.stdout + r.stderr), (
+        r.returncode, r.stdout, r.stderr)
+    # the master checks too (a SIGHUP from elsewhere)
+    import signal
+    mark = bw.log_mark()
+    bw.kill(bw.master_pid(), signal.SIGHUP)
+    bw.wait_for_log(r"reload refused, keeping the running configuration: destination_controls: .*:2: "
+                    r"'good_neighbour=no' is not a destination control", 10, mark)
+
+
+def test_kill9_of_qmgr_while_a_domain_drains_from_the_index(bw_factory, sink_factory):
+    """600 parked messages (20 in memory at a time); the destination comes
+    back and, while the parked mail is being read in and delivered, qmgr is
+    killed: its successor takes up from the index; every message arrives,
+    and no more than the jobs in flight at the kill arrive twice."""
+    bw, dest, ids = _down_engine(bw_factory, sink_factory, 600)
+    bw.allow_daemon_exits = True
+    time.sleep(1.5)
+    dest.dot_delay = 0.01
+    dest.mode = "smtp"
+    bw.mailctl("flush", "dest.test")
+    dest.wait_messages(150, 60)
+    pid = _qmgr_pid(bw)
+    bw.kill(pid)
+    wait_until(lambda: any(d.get("pid", 0) > 0 and d["pid"] != pid for d in bw.daemons("qmgr")), 20, 0.2,
+               "qmgr to be restarted")
+    bw.mailctl("flush", "dest.test")
+    qids = _all_delivered_once(dest, ids, timeout=90)
+    extra = len(qids) - len(set(qids))
+    assert extra <= 20, "%d messages delivered twice after kill -9 of qmgr (at most the 20 in memory)" % extra
+    wait_until(lambda: not any(os.path.exists(bw.queue_path(q)) for q in ids.values()), 30, 0.2,
+               "every delivered message's file to go")
+    assert os.listdir(os.path.join(bw.queue_dir, "new")) == [] or wait_until(
+        lambda: os.listdir(os.path.join(bw.queue_dir, "new")) == [], 10, 0.2, "new/ to be empty")
