@@ -40,6 +40,7 @@
 #define INDEX_FLUSH_S 1            /* the index to disk (and new/ links removed) this often */
 #define INDEX_CHECKPOINT_S 60
 #define INDEX_COMMIT_MS 100
+#define EXPIRE_SWEEP_S 60          /* waiting mail past max_queue_lifetime is looked for this often */
 
 struct qrcpt {
     char *addr;
@@ -177,6 +178,7 @@ struct qmgr_queue {
     size_t n_markers, cap_markers;
     uint32_t marker_gen;    /* one per index flush */
     time_t last_checkpoint;
+    time_t last_expiry_sweep;
     bool ix_sound;          /* the index was found complete at start */
     char ix_why[QINDEX_ERR_MAX]; /* why not */
 };
@@ -1489,11 +1491,98 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static struct qmsg *msg_get(struct qmgr_queue *q, const char *id);
+
+/* expire_waiting - bounce m's recipients for d that wait in the index past
+ * max_queue_lifetime (their domain may be down: nothing attempts them) */
+static void expire_waiting(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d, void *arg)
+{
+    size_t *count = arg;
+    time_t now = time(NULL);
+    long long age = (long long)(now - m->arrival_us / 1000000);
+    bool waiting = !in_memory_for(m, d);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        struct qrcpt *r = &m->r[i];
+        if (r->state != '-' || r->queued || r->busy || !rcpt_in(r, d->name))
+            continue;
+        char why[1024];
+        str_fmt(why, sizeof why, "message expired after %lld seconds in the queue; last error: %s", age,
+                d->last_error ? d->last_error : "none (never attempted)");
+        set_error(r, "4.4.7", why);
+        r->state = 'B';
+        r->changed = true;
+        m->open--;
+        d->hard_bounces++;
+        n++;
+        log_msg(m->id, "to=<%s>, relay=none, delay=%lld, delays=%lld/0/0/0, dsn=4.4.7, status=bounced (%s)", r->addr, age,
+                age, why);
+    }
+    if (n) {
+        *count += n;
+        if (pending_for(m, d->name) == 0)
+            index_drop(q, d, m, waiting);
+        mark_dirty(q, m);
+    }
+}
+
+struct expiry_scan {
+    int64_t cutoff_us;
+    size_t n;
+    char id[256][SPOOL_ID_LEN + 1];
+};
+
+static bool expiry_collect(const struct qindex_rec *r, void *arg)
+{
+    struct expiry_scan *es = arg;
+    if (r->arrival_us >= es->cutoff_us)
+        return false; /* records are in arrival order: the rest are younger */
+    str_copy(es->id[es->n], SPOOL_ID_LEN + 1, r->id);
+    return ++es->n < 256;
+}
+
+/* domain_expire - the domain's mail older than max_queue_lifetime that
+ * waits in the index bounces (what is in memory expires at its attempt);
+ * costs in proportion to what expires: the index is in arrival order */
+static void domain_expire(struct qmgr_queue *q, struct qdomain *d)
+{
+    if (q->ix == NULL || q->lifetime <= 0)
+        return;
+    static struct expiry_scan es;
+    es.cutoff_us = (wall_ms() - q->lifetime * 1000) * 1000;
+    size_t bounced = 0;
+    for (int round = 0; round < 64; round++) { /* at most 16,384 messages per sweep */
+        es.n = 0;
+        if (qindex_scan(q->ix, d->vg, d->name, 0, NULL, 256, expiry_collect, &es) <= 0 || es.n == 0)
+            break;
+        size_t before = bounced;
+        for (size_t i = 0; i < es.n; i++) {
+            struct qmsg *m = msg_get(q, es.id[i]);
+            if (m == NULL) {
+                continue;
+            }
+            expire_waiting(q, m, d, &bounced);
+            if (!m->dirty)
+                msg_release(q, m);
+        }
+        on_sync(-1, 0, q); /* record, bounce, free; then the next page */
+        if (bounced == before)
+            break; /* what is left of the oldest is in memory: it expires at its own attempt */
+    }
+    if (bounced)
+        log_info("domain %s (vg %s): %zu waiting recipient(s) expired after max_queue_lifetime", d->name, d->vg,
+                 bounced);
+}
+
 static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct qmgr_queue *q = arg;
     time_t now = time(NULL);
     int64_t ms = now_ms(), wall = wall_ms();
+    int64_t sweep_s = q->lifetime / 4 < EXPIRE_SWEEP_S ? (q->lifetime / 4 > 0 ? q->lifetime / 4 : 1) : EXPIRE_SWEEP_S;
+    bool sweep = now - q->last_expiry_sweep >= sweep_s;
+    if (sweep)
+        q->last_expiry_sweep = now;
     for (int h = 0; h < DOMAIN_BUCKETS; h++)
         for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
             if (d->state == DOM_UP && (d->active > 0 || d->ready_head)) {
@@ -1506,6 +1595,8 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
                         runq_add(q, d);
                 }
             }
+            if (sweep && d->n_paged)
+                domain_expire(q, d);
             if (d->n_paged && d->state == DOM_UP && !d->on_runq && domain_in_memory(d) < q->window / 2 + 1)
                 runq_add(q, d);
             if (d->state == DOM_DOWN && d->probe_job == 0 && now >= d->next_probe &&

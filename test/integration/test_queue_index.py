@@ -280,3 +280,33 @@ def test_kill9_of_qmgr_while_a_domain_drains_from_the_index(bw_factory, sink_fac
                "every delivered message's file to go")
     assert os.listdir(os.path.join(bw.queue_dir, "new")) == [] or wait_until(
         lambda: os.listdir(os.path.join(bw.queue_dir, "new")) == [], 10, 0.2, "new/ to be empty")
+
+
+def test_parked_mail_expires_after_max_queue_lifetime(bw_factory, sink_factory):
+    """Mail parked for a down domain is never attempted on its own, yet it
+    bounces after max_queue_lifetime like any other (one DSN per message,
+    status 4.4.7, the domain's last error in it), found in the index in
+    arrival order."""
+    dest = sink_factory("127.0.0.2", mode="close")
+    bounces = sink_factory("127.0.0.3")
+    p = {"retry_schedule": "3s", "max_queue_lifetime": "8s", "qmgr_domain_active_limit": str(WINDOW)}
+    bw = engine(bw_factory, _routes(dest_test=dest, client_test_example=bounces), params=p)
+    dest.watch(bw)
+    bounces.watch(bw)
+    first = inject(bw, 1, lambda k: "first@dest.test", sessions=1)
+    bw.wait_for_log(r"domain dest\.test \(vg default\) is down", 20)
+    ids = inject(bw, 60, lambda k: "u%d@dest.test" % k, sessions=4)
+    ids[-1] = first[0]
+    assert domain_obj(bw, "dest.test")["in_index"] >= 59
+    got = bounces.wait_messages(61, 40)
+    assert len(got) == 61, len(got)
+    bodies = [m.data.decode("utf-8", "replace") for m in got]
+    assert all("expired after" in b for b in bodies), [b for b in bodies if "expired after" not in b][0][:2000]
+    assert sum("Status: 4.4.7" in b for b in bodies) >= 59
+    lines = bw.log_matches(r": to=<u\d+@dest\.test>, relay=none, .*dsn=4\.4\.7, status=bounced \(message expired")
+    assert len(lines) >= 59, len(lines)
+    wait_until(lambda: not any(os.path.exists(bw.queue_path(q)) for q in ids.values()), 20, 0.2,
+               "the expired messages' files to go")
+    d = domain_obj(bw, "dest.test")
+    assert d["queued"] == 0 and d["in_index"] == 0, d
+    assert bw.log_matches(r"domain dest\.test \(vg default\): \d+ waiting recipient\(s\) expired after max_queue_lifetime")
