@@ -1,12 +1,29 @@
 /* data.c - DATA stream decoder: end detection, dot-unstuffing, bare CR/LF. */
 #include "data.h"
 
+#include <stdint.h>
 #include <string.h>
 
 void data_init(struct data_decoder *d)
 {
     memset(d, 0, sizeof *d);
     d->state = DS_SOL;
+}
+
+/* any_8bit - a byte of p[0..n) has its high bit set */
+static bool any_8bit(const char *p, size_t n)
+{
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        uint64_t w;
+        memcpy(&w, p + k, 8);
+        if (w & UINT64_C(0x8080808080808080))
+            return true;
+    }
+    for (; k < n; k++)
+        if ((unsigned char)p[k] >= 0x80)
+            return true;
+    return false;
 }
 
 /* data_decode - the state machine; see data.h */
@@ -30,12 +47,17 @@ size_t data_decode(struct data_decoder *d, const char *in, size_t len, char *out
                 d->state = DS_MID;
                 out[o++] = (char)c;
             } else {
-                /* Fast path: copy the run up to the next CR or LF. */
-                size_t j = i;
-                while (j < len && in[j] != '\r' && in[j] != '\n') {
-                    d->has_8bit |= (unsigned char)in[j] >= 0x80;
-                    j++;
-                }
+                /* Fast path: copy the run up to the next CR or LF (found
+                 * with memchr, the 8-bit test a word at a time). */
+                size_t j = len;
+                const char *cr = memchr(in + i, '\r', len - i);
+                if (cr)
+                    j = (size_t)(cr - in);
+                const char *lf = memchr(in + i, '\n', j - i);
+                if (lf)
+                    j = (size_t)(lf - in);
+                if (!d->has_8bit)
+                    d->has_8bit = any_8bit(in + i, j - i);
                 memcpy(out + o, in + i, j - i);
                 o += j - i;
                 i = j;
