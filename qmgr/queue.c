@@ -732,16 +732,21 @@ static bool msg_load(struct qmgr_queue *q, const char *id, bool log_new)
     return true;
 }
 
+/* A page of index records, read before acting on them (the index must not
+ * change under a scan). cutoff_us: stop at the first record that young. */
 struct page {
     int64_t us[256];
     char id[256][SPOOL_ID_LEN + 1];
     uint32_t nr[256];
     size_t n;
+    int64_t cutoff_us;
 };
 
 static bool page_collect(const struct qindex_rec *r, void *arg)
 {
     struct page *pg = arg;
+    if (pg->cutoff_us && r->arrival_us >= pg->cutoff_us)
+        return false; /* records are in arrival order: the rest are younger */
     pg->us[pg->n] = r->arrival_us;
     str_copy(pg->id[pg->n], SPOOL_ID_LEN + 1, r->id);
     pg->nr[pg->n] = r->n_rcpts;
@@ -766,6 +771,7 @@ static size_t domain_refill(struct qmgr_queue *q, struct qdomain *d, size_t want
     if (q->ix == NULL || d->n_paged == 0)
         return 0;
     static struct page pg;
+    pg.cutoff_us = 0;
     size_t got = 0;
     while (want > 0 && d->n_paged > 0) {
         pg.n = 0;
@@ -1526,21 +1532,6 @@ static void expire_waiting(struct qmgr_queue *q, struct qmsg *m, struct qdomain 
     }
 }
 
-struct expiry_scan {
-    int64_t cutoff_us;
-    size_t n;
-    char id[256][SPOOL_ID_LEN + 1];
-};
-
-static bool expiry_collect(const struct qindex_rec *r, void *arg)
-{
-    struct expiry_scan *es = arg;
-    if (r->arrival_us >= es->cutoff_us)
-        return false; /* records are in arrival order: the rest are younger */
-    str_copy(es->id[es->n], SPOOL_ID_LEN + 1, r->id);
-    return ++es->n < 256;
-}
-
 /* domain_expire - the domain's mail older than max_queue_lifetime that
  * waits in the index bounces (what is in memory expires at its attempt);
  * costs in proportion to what expires: the index is in arrival order */
@@ -1548,12 +1539,12 @@ static void domain_expire(struct qmgr_queue *q, struct qdomain *d)
 {
     if (q->ix == NULL || q->lifetime <= 0)
         return;
-    static struct expiry_scan es;
+    static struct page es;
     es.cutoff_us = (wall_ms() - q->lifetime * 1000) * 1000;
     size_t bounced = 0;
     for (int round = 0; round < 64; round++) { /* at most 16,384 messages per sweep */
         es.n = 0;
-        if (qindex_scan(q->ix, d->vg, d->name, 0, NULL, 256, expiry_collect, &es) <= 0 || es.n == 0)
+        if (qindex_scan(q->ix, d->vg, d->name, 0, NULL, 256, page_collect, &es) < 0 || es.n == 0)
             break;
         size_t before = bounced;
         for (size_t i = 0; i < es.n; i++) {
@@ -2074,20 +2065,6 @@ static void delete_visit(struct qmgr_queue *q, struct qmsg *m, struct qdomain *d
     *(size_t *)arg += delete_waiting(q, m, d);
 }
 
-struct id_page {
-    char id[256][SPOOL_ID_LEN + 1];
-    int64_t us[256];
-    size_t n;
-};
-
-static bool id_collect(const struct qindex_rec *r, void *arg)
-{
-    struct id_page *pg = arg;
-    str_copy(pg->id[pg->n], SPOOL_ID_LEN + 1, r->id);
-    pg->us[pg->n] = r->arrival_us;
-    return ++pg->n < 256;
-}
-
 /* domain_each_waiting - call fn on every message of d's index records (in
  * pages, so that memory stays bounded: the sync runs between pages) */
 static void domain_each_waiting(struct qmgr_queue *q, struct qdomain *d,
@@ -2096,12 +2073,13 @@ static void domain_each_waiting(struct qmgr_queue *q, struct qdomain *d,
 {
     if (q->ix == NULL)
         return;
-    static struct id_page pg;
+    static struct page pg;
+    pg.cutoff_us = 0;
     int64_t after_us = 0;
     char after_id[SPOOL_ID_LEN + 1] = "";
     for (;;) {
         pg.n = 0;
-        long n = qindex_scan(q->ix, d->vg, d->name, after_us, after_id[0] ? after_id : NULL, 256, id_collect, &pg);
+        long n = qindex_scan(q->ix, d->vg, d->name, after_us, after_id[0] ? after_id : NULL, 256, page_collect, &pg);
         if (n <= 0)
             break;
         for (size_t i = 0; i < pg.n; i++) {
