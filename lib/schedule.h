@@ -24,9 +24,9 @@ int schedule_parse(const char *text, int64_t *out, int max, char *err, size_t er
  * 0. */
 int64_t schedule_delay(const int64_t *sched, int n, int attempts);
 
-/* schedule_jitter - delay spread by up to +-10% with rnd (any non-negative
- * random number), so that destinations that failed together are not all
- * retried in one instant. Delays under 10 s are not spread. */
+/* schedule_jitter - delay (any unit) spread by up to +-10% with rnd (any
+ * non-negative random number), so that destinations that failed together
+ * are not all retried in one instant. Delays under 10 units are kept. */
 int64_t schedule_jitter(int64_t delay, long rnd);
 
 /* controls_check - every entry of a destination_controls table: known

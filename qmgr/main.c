@@ -96,9 +96,13 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
             id = argv[i];
     }
     if (strcmp(argv[0], "flush") == 0) {
-        size_t n = qmgr_queue_flush(q->queue, id);
+        size_t waiting = 0;
+        size_t n = qmgr_queue_flush(q->queue, id, &waiting);
         buf_printf(&out, "flushed %zu deferred queue entr%s%s%s", n, n == 1 ? "y" : "ies", id ? " for " : "",
                    id ? id : "");
+        if (waiting)
+            buf_printf(&out, "; %zu more recipient(s) waiting in the index follow as their domain takes them",
+                       waiting);
         ctl_reply(p, 0, out.data);
     } else if (strcmp(argv[0], "list") == 0) {
         if (qmgr_queue_list(q->queue, domain, vg, json, (size_t)offset, (size_t)limit, &out))

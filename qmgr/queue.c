@@ -101,7 +101,8 @@ struct qdomain {
     time_t last_attempt;
     /* state (issue 4): a down domain is parked and probed once per interval */
     enum domain_state state;
-    time_t down_since, next_probe;
+    time_t down_since;
+    int64_t next_probe;    /* wall clock, milliseconds */
     uint64_t probe_job;
     int failures;          /* consecutive unreachable attempts */
     uint64_t delivered, hard_bounces, soft_bounces;
@@ -1103,7 +1104,7 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
         bool probe = false;
         if (d->state == DOM_DOWN && !(d->ready_head && d->ready_head->relay)) {
             /* Parked: one probe per retry interval, nothing else. */
-            if (d->probe_job != 0 || time(NULL) < d->next_probe)
+            if (d->probe_job != 0 || wall_ms() < d->next_probe)
                 continue;
             probe = true;
         }
@@ -1317,16 +1318,18 @@ static void domain_set_state(struct qmgr_queue *q, struct qdomain *d, enum domai
         d->failures++;
         /* One probe per retry interval, spread by +-10% so that domains that
          * went down together do not come back in one stampede. */
-        d->next_probe = now + schedule_jitter(retry_delay(q, d, d->failures), random());
+        /* in milliseconds: a whole-second clock would probe up to a second early */
+        int64_t delay_ms = schedule_jitter(retry_delay(q, d, d->failures) * 1000, random());
+        d->next_probe = wall_ms() + delay_ms;
         if (d->state != DOM_DOWN) {
             d->down_since = now;
             d->state = DOM_DOWN;
             domain_page_out(q, d); /* parked mail waits in the index, not in memory */
             log_warn("domain %s (vg %s) is down: %s; parked, next probe in %llds", d->name, d->vg, reason,
-                     (long long)(d->next_probe - now));
+                     (long long)((delay_ms + 500) / 1000));
         } else {
             log_info("domain %s (vg %s) still down: %s; next probe in %llds", d->name, d->vg, reason,
-                     (long long)(d->next_probe - now));
+                     (long long)((delay_ms + 500) / 1000));
         }
         free(d->last_error);
         d->last_error = str_dup(reason);
@@ -1590,7 +1593,7 @@ static void on_retry_tick(evutil_socket_t fd, short what, void *arg)
                 domain_expire(q, d);
             if (d->n_paged && d->state == DOM_UP && !d->on_runq && domain_in_memory(d) < q->window / 2 + 1)
                 runq_add(q, d);
-            if (d->state == DOM_DOWN && d->probe_job == 0 && now >= d->next_probe &&
+            if (d->state == DOM_DOWN && d->probe_job == 0 && wall >= d->next_probe &&
                 (d->ready_head || d->wait || d->n_paged)) {
                 if (!d->ready_head && d->wait) { /* the probe needs an entry: the oldest parked one */
                     struct qentry *old = d->wait;
@@ -1659,13 +1662,17 @@ void qmgr_queue_agent_gone(struct qmgr_queue *q, struct peer *p)
 
 /* ---- operator commands ---- */
 
-size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain)
+size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain, size_t *waiting)
 {
     size_t n = 0;
+    if (waiting)
+        *waiting = 0;
     for (int h = 0; h < DOMAIN_BUCKETS; h++)
         for (struct qdomain *d = q->domains[h]; d; d = d->hnext) {
             if (domain && !str_case_eq(d->name, domain))
                 continue;
+            if (waiting)
+                *waiting += (size_t)d->n_paged_rcpts;
             if (d->state == DOM_DOWN) { /* probe now */
                 d->next_probe = 0;
                 runq_add(q, d);
@@ -1864,7 +1871,7 @@ static void domain_count(struct qmgr_queue *q, const struct qdomain *d, struct d
             if (j->e->d == d)
                 count_entry(j->e, c);
     if (d->state == DOM_DOWN)
-        c->next_retry = d->next_probe;
+        c->next_retry = (time_t)(d->next_probe / 1000);
     c->queued += (size_t)d->n_paged_rcpts;
     c->paged = d->n_paged;
     if (d->n_paged && q->ix) { /* the oldest waiting in the index */

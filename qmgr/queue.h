@@ -96,8 +96,10 @@ bool qmgr_queue_has_domain(struct qmgr_queue *q, const char *domain);
 bool qmgr_queue_known(struct qmgr_queue *q, const char *id);
 
 /* qmgr_queue_flush - make deferred recipients (of one domain, or all when
- * domain is NULL) due now; returns how many. */
-size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain);
+ * domain is NULL) due now, and probe down domains now; returns how many
+ * entries; *waiting (if not NULL) gets the recipients of those domains that
+ * wait in the index (they follow as soon as the domain is up). */
+size_t qmgr_queue_flush(struct qmgr_queue *q, const char *domain, size_t *waiting);
 
 /* qmgr_queue_list - text or JSON listing (optionally of one domain and/or
  * one virtual gateway), read from the index in arrival order per queue:

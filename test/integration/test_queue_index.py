@@ -89,6 +89,10 @@ def test_parked_mail_waits_in_the_index_and_comes_back_oldest_first(bw_factory, 
     # `queue show` of a message that is only in the index
     r = bw.mailctl("queue", "show", full[-1], "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["id"] == full[-1], r.stdout
+    # flush says what waits in the index (it follows once the domain is up)
+    r = bw.mailctl("flush", "dest.test")
+    m = re.search(r"; (\d+) more recipient\(s\) waiting in the index", r.stdout)
+    assert r.returncode == 0 and m and int(m.group(1)) >= 299, r.stdout
     # up: everything flows, exactly once, the oldest first
     mark = bw.log_mark()
     dest.mode = "smtp"
