@@ -166,7 +166,7 @@ static const char *nz(const char *s) { return s ? s : ""; }
  * names are read in batches; two processes may race for a name, and the
  * loser tries the next. Used from one thread per process. */
 #define POOL_BATCH 128
-#define POOL_EMPTY_MS 200 /* after finding free/ empty, look again this much later */
+#define POOL_EMPTY_MS 20 /* after finding free/ empty, look again this much later */
 
 static struct {
     char names[POOL_BATCH][SPOOL_ID_LEN + 1];
