@@ -211,9 +211,7 @@ static void on_ctl(struct qmgr *q, struct peer *p, int argc, const char **argv)
 static void rescan_now(struct qmgr *q, const char *why)
 {
     q->last_rescan = time(NULL);
-    size_t before = qmgr_queue_count(q->queue);
-    qmgr_queue_scan(q->queue);
-    size_t found = qmgr_queue_count(q->queue) - before;
+    size_t found = qmgr_queue_scan(q->queue);
     if (found)
         log_info("spool rescan (%s): %zu message(s) found without a notice", why, found);
 }
