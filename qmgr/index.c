@@ -407,7 +407,6 @@ void qindex_checkpoint(struct qindex *ix)
         log_warn("index: checkpoint: %s", db_strerror(rc));
 }
 
-size_t qindex_pending(const struct qindex *ix) { return ix->txn ? ix->pending + 1 : 0; }
 
 void qindex_close(struct qindex *ix)
 {

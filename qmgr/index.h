@@ -87,9 +87,6 @@ int qindex_flush(struct qindex *ix);
 /* qindex_checkpoint - checkpoint and drop log files no longer needed. */
 void qindex_checkpoint(struct qindex *ix);
 
-/* qindex_pending - updates in the running transaction. */
-size_t qindex_pending(const struct qindex *ix);
-
 /* qindex_close - commit, checkpoint and close. NULL is fine. */
 void qindex_close(struct qindex *ix);
 

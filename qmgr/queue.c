@@ -1038,7 +1038,6 @@ size_t qmgr_queue_reindex(struct qmgr_queue *q, double *secs)
 
 size_t qmgr_queue_scan(struct qmgr_queue *q) { return scan_new(q); }
 
-size_t qmgr_queue_count(const struct qmgr_queue *q) { return q->n_msgs; }
 
 bool qmgr_queue_add(struct qmgr_queue *q, const char *id)
 {
@@ -1751,7 +1750,6 @@ struct lister {
     struct qmgr_queue *q;
     bool json, ok;
     size_t offset, limit, seen, shown;
-    const char *last_id;
     struct buf *out;
     char prev[SPOOL_ID_LEN + 1];
 };
@@ -1781,7 +1779,7 @@ static bool list_record(const struct qindex_rec *r, void *arg) { return list_one
 bool qmgr_queue_list(struct qmgr_queue *q, const char *domain, const char *vg, bool json, size_t offset, size_t limit,
                      struct buf *out)
 {
-    struct lister l = {q, json, true, offset, limit ? limit : SIZE_MAX, 0, 0, NULL, out, ""};
+    struct lister l = {q, json, true, offset, limit ? limit : SIZE_MAX, 0, 0, out, ""};
     l.ok = json ? buf_puts(out, "[") : true;
     if (q->ix) {
         /* From the index, in arrival order per (gateway, domain): a message
@@ -1832,16 +1830,6 @@ bool qmgr_queue_show(struct qmgr_queue *q, const char *id, bool json, struct buf
     return ok;
 }
 
-struct page_first {
-    int64_t us;
-};
-
-static bool first_record(const struct qindex_rec *r, void *arg)
-{
-    ((struct page_first *)arg)->us = r->arrival_us;
-    return false;
-}
-
 struct domain_counts {
     size_t paged;         /* messages waiting in the index */
     size_t queued;        /* recipients not final */
@@ -1875,10 +1863,12 @@ static void domain_count(struct qmgr_queue *q, const struct qdomain *d, struct d
     c->queued += (size_t)d->n_paged_rcpts;
     c->paged = d->n_paged;
     if (d->n_paged && q->ix) { /* the oldest waiting in the index */
-        struct page_first pf = {0};
-        qindex_scan(q->ix, d->vg, d->name, d->cur_us, d->cur_set ? d->cur_id : NULL, 1, first_record, &pf);
-        if (pf.us && (c->oldest_us == 0 || pf.us < c->oldest_us))
-            c->oldest_us = pf.us;
+        static struct page pf;
+        pf.n = 0;
+        pf.cutoff_us = 0;
+        qindex_scan(q->ix, d->vg, d->name, d->cur_us, d->cur_set ? d->cur_id : NULL, 1, page_collect, &pf);
+        if (pf.n && (c->oldest_us == 0 || pf.us[0] < c->oldest_us))
+            c->oldest_us = pf.us[0];
     }
 }
 

@@ -53,8 +53,6 @@ size_t qmgr_queue_scan(struct qmgr_queue *q);
  * number of messages read. */
 size_t qmgr_queue_reindex(struct qmgr_queue *q, double *secs);
 
-/* qmgr_queue_count - messages in memory (not those only in the index). */
-size_t qmgr_queue_count(const struct qmgr_queue *q);
 
 /* qmgr_queue_add - a new message was committed (QMGR_NEW_MAIL). */
 bool qmgr_queue_add(struct qmgr_queue *q, const char *id);
