@@ -43,6 +43,16 @@ void delivery_report(struct delivery *dl, uint64_t job, const char *rcpt, int st
 /* delivery_site - DELIVERY_SITE for a job (0 down, 1 up, 2 unknown). */
 void delivery_site(struct delivery *dl, uint64_t job, int reachable, const char *reason);
 
+/* delivery_slot_hold, delivery_slot_release - DELIVERY_SLOT: a job's
+ * connection stays open after its results (it says QUIT and waits for the
+ * receiver to close), and qmgr counts it against the destination's
+ * concurrency until the release, so a replacement connection does not meet
+ * a receiver that still counts the old one. Call hold before the job's
+ * results; it returns the token to give release (0: qmgr is away, release
+ * does nothing). A release after qmgr reconnected is not sent. */
+unsigned delivery_slot_hold(struct delivery *dl, uint64_t job);
+void delivery_slot_release(struct delivery *dl, uint64_t job, unsigned token);
+
 /* delivery_messages_per_connection - destination_controls
  * max_messages_per_connection for a domain (default 100). */
 int delivery_messages_per_connection(const struct delivery *dl, const char *domain);

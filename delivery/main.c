@@ -28,6 +28,7 @@
 
 static struct delivery the_delivery;
 static struct peer *qmgr_link;
+static unsigned qmgr_link_generation; /* a new one for every connection to qmgr */
 static struct event *redial_ev, *stop_ev;
 
 static void schedule_redial(void)
@@ -47,6 +48,32 @@ void delivery_report(struct delivery *dl, uint64_t job, const char *rcpt, int st
         ipc_put_u64(&m, (uint64_t)status) && ipc_put_str(&m, dsn) && ipc_put_str(&m, reply) && ipc_finish(&m))
         peer_send(qmgr_link, &m);
     ipc_msg_free(&m);
+}
+
+static void send_slot(uint64_t job, bool held)
+{
+    struct ipc_msg m;
+    if (ipc_begin(&m, IPC_DELIVERY_SLOT) && ipc_put_u64(&m, job) && ipc_put_u64(&m, held ? 1 : 0) && ipc_finish(&m))
+        peer_send(qmgr_link, &m);
+    ipc_msg_free(&m);
+}
+
+unsigned delivery_slot_hold(struct delivery *dl, uint64_t job)
+{
+    (void)dl;
+    if (qmgr_link == NULL)
+        return 0;
+    send_slot(job, true);
+    return qmgr_link_generation;
+}
+
+void delivery_slot_release(struct delivery *dl, uint64_t job, unsigned generation)
+{
+    (void)dl;
+    /* A qmgr that came after the hold never heard of the job (and may have
+     * given its number to another). */
+    if (qmgr_link != NULL && generation != 0 && generation == qmgr_link_generation)
+        send_slot(job, false);
 }
 
 void delivery_site(struct delivery *dl, uint64_t job, int reachable, const char *reason)
@@ -269,6 +296,8 @@ static void dial_qmgr(evutil_socket_t fd, short what, void *arg)
         schedule_redial();
         return;
     }
+    if (++qmgr_link_generation == 0)
+        qmgr_link_generation = 1;
     struct ipc_msg h;
     char program[96];
     str_fmt(program, sizeof program, "delivery/%s", dl->vg);

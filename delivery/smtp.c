@@ -144,18 +144,64 @@ static void finish(struct smtp_session *s, const char *reason)
     job_finish(j, why[0] ? why : NULL);
 }
 
-static void on_quit_written(struct bufferevent *bev, void *arg)
+/* A connection saying QUIT after its job's results went to qmgr: it owns
+ * its bufferevent and holds the job's slot in qmgr (and its place in the
+ * per-address load) until the receiver closes, says 221, or QUIT_WAIT_S
+ * passes. RFC 5321 4.1.1.10: the client waits for the QUIT reply. */
+#define QUIT_WAIT_S 5
+struct quitting {
+    struct delivery *dl;
+    struct bufferevent *bev;
+    uint64_t job;
+    unsigned slot; /* delivery_slot_hold token */
+    bool counted;
+    struct sockaddr_storage peer;
+};
+
+static void quitting_free(struct quitting *qt)
 {
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        bufferevent_free(bev);
+    delivery_slot_release(qt->dl, qt->job, qt->slot);
+    if (qt->counted)
+        delivery_conn_change((struct sockaddr *)&qt->peer, -1);
+    bufferevent_free(qt->bev);
+    free(qt);
 }
 
-static void on_quit_event(struct bufferevent *bev, short what, void *arg) { bufferevent_free(bev); }
+static void on_quit_event(struct bufferevent *bev, short what, void *arg) { quitting_free(arg); }
 
+/* on_quit_read - any complete reply line to QUIT (221 or not) ends it */
 static void on_quit_read(struct bufferevent *bev, void *arg)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
+    bool line = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_CRLF).pos >= 0;
     evbuffer_drain(in, evbuffer_get_length(in));
+    if (line)
+        quitting_free(arg);
+}
+
+/* quitting_start - the session's connection (QUIT written) goes on alone;
+ * hold: it keeps job's slot in qmgr until it is gone. On no memory the
+ * caller's smtp_free closes it at once. */
+static void quitting_start(struct smtp_session *s, struct delivery *dl, uint64_t job, bool hold)
+{
+    struct quitting *qt = calloc(1, sizeof *qt);
+    if (qt == NULL)
+        return;
+    qt->dl = dl;
+    qt->bev = s->bev;
+    qt->job = job;
+    qt->counted = s->counted;
+    memcpy(&qt->peer, &s->peer, sizeof qt->peer);
+    s->bev = NULL;
+    s->counted = false;
+    if (hold)
+        qt->slot = delivery_slot_hold(dl, job); /* before the job's results */
+    struct timeval tv = {QUIT_WAIT_S, 0};
+    bufferevent_set_timeouts(qt->bev, &tv, &tv);
+    bufferevent_setwatermark(qt->bev, EV_READ, 0, 0);
+    bufferevent_setwatermark(qt->bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(qt->bev, on_quit_read, NULL, on_quit_event, qt);
+    bufferevent_enable(qt->bev, EV_READ);
 }
 
 /* quit_and_finish - the results are known: report them now, and let the
@@ -185,12 +231,7 @@ static void quit_and_finish(struct smtp_session *s)
         return;
     }
     send_line(s, "QUIT");
-    struct bufferevent *bev = s->bev;
-    s->bev = NULL;
-    struct timeval tv = {5, 0};
-    bufferevent_set_timeouts(bev, &tv, &tv);
-    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-    bufferevent_setcb(bev, on_quit_read, on_quit_written, on_quit_event, NULL);
+    quitting_start(s, j->dl, j->id, true);
     j->session = NULL;
     smtp_free(s);
     job_finish(j, NULL);
@@ -508,11 +549,7 @@ static void idle_close(struct smtp_session *s)
 {
     debug_line(s->dbg, NULL, '>', "QUIT", 4);
     bufferevent_write(s->bev, "QUIT\r\n", 6);
-    struct bufferevent *bev = s->bev;
-    s->bev = NULL;
-    struct timeval tv = {2, 0};
-    bufferevent_set_timeouts(bev, &tv, &tv);
-    bufferevent_setcb(bev, on_quit_read, on_quit_written, on_quit_event, NULL);
+    quitting_start(s, s->dl, 0, false);
     smtp_free(s);
 }
 

@@ -276,6 +276,12 @@ static bool on_msg(struct peer *p, struct ipc_msg *m, void *arg)
             return false;
         }
         return true;
+    case IPC_DELIVERY_SLOT: /* a closing connection keeps its slot (queue.c) */
+        if (!ipc_get_u64(m, &u) || !ipc_get_u64(m, &status) || !ipc_end(m) || !c->agent || status > 1)
+            return false;
+        if (!qmgr_queue_slot(q->queue, p, u, (unsigned)status) && status == 1)
+            log_warn("delivery agent held the slot of job %llu after its results", (unsigned long long)u);
+        return true;
     case IPC_DELIVERY_MX: /* a domain's mail exchangers, for domain show (sites.c) */
         if (!c->agent || !qmgr_sites_update(m)) {
             log_error("malformed DELIVERY_MX from a delivery agent");

@@ -34,6 +34,8 @@
 #define DOMAIN_CONCURRENCY 20      /* jobs in flight per domain (destination_controls later) */
 #define AGENT_CONCURRENCY 1000     /* jobs in flight per delivery agent */
 #define RETRY_MAX SCHEDULE_MAX
+#define THROTTLE_RETRY_MS 2000     /* a recipient refused by a busy receiver is retried after 2, 4, 8... s */
+#define THROTTLE_RETRIES 6         /* then (or once the receiver delivers nothing) by the retry schedule */
 #define SITE_BUSY_S 10             /* a refused connection this soon after a delivery is pushback, not an outage */
 #define JOB_RCPTS_MAX 1000         /* recipients per transaction (the delivery agent's bound) */
 #define TICK_MS 500                /* retry timers and good-neighbour windows */
@@ -51,6 +53,7 @@ struct qrcpt {
     bool indexed;      /* the index has the record of (message, this domain) */
     bool changed;      /* state to write */
     int attempts;
+    int throttles;     /* of the attempts, deferrals by a busy receiver (421) */
     int64_t next_try;  /* wall clock, milliseconds */
     char *error;
     char dsn[16];
@@ -144,11 +147,22 @@ struct agent {
 struct qjob {
     uint64_t id;
     bool probe;
+    bool held;              /* DELIVERY_SLOT 1: the slot outlives the results */
     struct qentry *e;
     struct agent *a;
     size_t remaining;
     time_t started;
     struct qjob *hnext;
+};
+
+/* A slot of a job whose results are in while its connection still says QUIT
+ * (DELIVERY_SLOT): it counts against the domain's concurrency until the
+ * agent releases it or goes away. */
+struct qslot {
+    uint64_t id;
+    struct qdomain *d;
+    struct agent *a;
+    struct qslot *hnext;
 };
 
 struct qmgr_queue {
@@ -162,6 +176,7 @@ struct qmgr_queue {
     struct qmsg *msgs[MSG_BUCKETS];
     struct qdomain *domains[DOMAIN_BUCKETS];
     struct qjob *jobs[JOB_BUCKETS];
+    struct qslot *slots[JOB_BUCKETS]; /* held slots, by job id */
     size_t n_msgs;
     struct qdomain *runq_head, *runq_tail;
     struct agent *agents;
@@ -1186,8 +1201,18 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
     job_unlink(q, j);
     if (d->probe_job == j->id)
         d->probe_job = 0;
-    e->d->active--;
-    j->a->active--;
+    struct qslot *slot = j->held ? calloc(1, sizeof *slot) : NULL;
+    if (slot) { /* the connection is still closing: its slot stays taken */
+        slot->id = j->id;
+        slot->d = d;
+        slot->a = j->a;
+        unsigned h = (unsigned)(j->id % JOB_BUCKETS);
+        slot->hnext = q->slots[h];
+        q->slots[h] = slot;
+    } else {
+        d->active--;
+        j->a->active--;
+    }
     size_t keep = 0;
     int64_t due = 0;
     bool sent = false;
@@ -1217,9 +1242,44 @@ static void job_done(struct qmgr_queue *q, struct qjob *j)
         e->due = due;
         wait_push(e);
     }
-    runq_add(q, d); /* a slot is free again */
+    runq_add(q, d); /* a slot is free again, or the entry is back */
     free(j);
     kick(q);
+}
+
+static void slot_free(struct qmgr_queue *q, struct qslot *slot)
+{
+    struct qslot **pp = &q->slots[slot->id % JOB_BUCKETS];
+    while (*pp && *pp != slot)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = slot->hnext;
+    slot->d->active--;
+    slot->a->active--;
+    runq_add(q, slot->d);
+    free(slot);
+    kick(q);
+}
+
+bool qmgr_queue_slot(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigned held)
+{
+    if (held > 1)
+        return false;
+    struct qjob *j = job_find(q, job);
+    if (j != NULL) { /* before its results */
+        if (j->a->p != p)
+            return false;
+        j->held = held == 1;
+        return true;
+    }
+    if (held == 1)
+        return false; /* a hold after the results: the agent broke the order */
+    for (struct qslot *slot = q->slots[job % JOB_BUCKETS]; slot; slot = slot->hnext)
+        if (slot->id == job && slot->a->p == p) {
+            slot_free(q, slot);
+            return true;
+        }
+    return false;
 }
 
 static void set_error(struct qrcpt *r, const char *dsn, const char *reply)
@@ -1259,8 +1319,9 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
         set_error(r, dsn, why);
         status = RESULT_BOUNCED;
     }
-    if (status == RESULT_DEFERRED && (strncmp(reply, "421", 3) == 0 || strncmp(dsn, "4.7.", 4) == 0 ||
-                                      strstr(reply, "too many") != NULL)) {
+    bool throttle = status == RESULT_DEFERRED && (strncmp(reply, "421", 3) == 0 || strncmp(dsn, "4.7.", 4) == 0 ||
+                                                  strstr(reply, "too many") != NULL);
+    if (throttle) {
         int before = e->d->gn.limit;
         gn_throttled(&e->d->gn, now_ms(), reply);
         if (e->d->gn.limit != before)
@@ -1280,7 +1341,20 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
             status = RESULT_BOUNCED;
             converted = true;
         } else {
-            r->next_try = wall_ms() + retry_delay(q, e->d, r->attempts) * 1000;
+            int64_t delay = retry_delay(q, e->d, r->attempts - r->throttles) * 1000;
+            if (throttle && r->throttles < THROTTLE_RETRIES && e->d->last_success != 0 &&
+                now - e->d->last_success <= SITE_BUSY_S) {
+                /* The receiver is delivering other mail and only pushed back
+                 * on this connection (its connection limit, a rate limit):
+                 * the recipient goes back to the domain's queue soon, behind
+                 * the concurrency the controller just lowered, instead of
+                 * waiting out a retry interval. */
+                int64_t soon = (int64_t)THROTTLE_RETRY_MS << r->throttles;
+                r->throttles++;
+                if (soon < delay)
+                    delay = soon;
+            }
+            r->next_try = wall_ms() + delay;
         }
     }
     if (status == RESULT_SENT || status == RESULT_BOUNCED) {
@@ -1651,8 +1725,15 @@ void qmgr_queue_agent_gone(struct qmgr_queue *q, struct peer *p)
                 continue;
             /* In flight when the agent died: try again now (at most once more). */
             j->remaining = 0;
+            j->held = false;
             job_done(q, j);
             requeued++;
+        }
+        struct qslot *slot = q->slots[h], *snext;
+        for (; slot; slot = snext) { /* its closing connections are gone too */
+            snext = slot->hnext;
+            if (slot->a == a)
+                slot_free(q, slot);
         }
     }
     log_warn("delivery agent %s went away; %d jobs in flight requeued", a->name, requeued);
@@ -2345,6 +2426,12 @@ void qmgr_queue_free(struct qmgr_queue *q)
             struct qjob *j = q->jobs[h];
             q->jobs[h] = j->hnext;
             free(j);
+        }
+    for (int h = 0; h < JOB_BUCKETS; h++)
+        while (q->slots[h]) {
+            struct qslot *slot = q->slots[h];
+            q->slots[h] = slot->hnext;
+            free(slot);
         }
     for (int h = 0; h < DOMAIN_BUCKETS; h++)
         while (q->domains[h]) {

@@ -67,6 +67,13 @@ void qmgr_queue_agent_gone(struct qmgr_queue *q, struct peer *p);
 bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const char *rcpt, unsigned status,
                        const char *dsn, const char *reply);
 
+/* qmgr_queue_slot - DELIVERY_SLOT from agent p: held 1 (before the job's
+ * results) keeps the job's slot taken after its results, until held 0 (the
+ * connection closed) or the agent goes away. False for a malformed report
+ * (unknown job, a hold after the results); a release of a slot unknown is
+ * also false and the caller may ignore it (it can follow a qmgr restart). */
+bool qmgr_queue_slot(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigned held);
+
 /* qmgr_queue_site - DELIVERY_SITE: 0 unreachable (the domain goes down or
  * stays down: parked, one probe per retry interval), 1 reachable (a down
  * domain comes up and its parked mail flows), 2 unknown. False for an

@@ -120,6 +120,7 @@ class Sink:
         self.dot_reply = None
         self.dot_delay = 0.0
         self.dot_slots = None
+        self.quit_delay = 0.0        # seconds before 221, the connection still counted
         self.pipelining = True
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
@@ -335,6 +336,8 @@ class Sink:
                 with self.lock:
                     c.quit = True
                     c.t_quit = time.monotonic()
+                if self.quit_delay:
+                    await asyncio.sleep(self.quit_delay)
                 self._count(c, -1)
                 await say("221 2.0.0 Bye")
                 return

@@ -358,6 +358,50 @@ def test_good_neighbour_backs_off_on_421(bw_factory, sink_factory):
     assert rx.rejected_421 <= 6, "%d 421 replies: the concurrency did not settle" % rx.rejected_421
 
 
+def test_a_closing_connection_keeps_its_slot_until_the_receiver_lets_go(bw_factory, sink_factory):
+    """max_messages_per_connection=3 with max_connections=2 against a
+    receiver that takes 2 connections and answers QUIT slowly (0.4 s, still
+    counting the connection): each rotation waits for the 221 before its
+    replacement dials, so the receiver never has to say 421."""
+    rx = sink_factory("127.0.0.2")
+    bw = engine(bw_factory, _route(rx, "rot.test"),
+                controls=["rot.test max_connections=2 good_neighbor=no max_messages_per_connection=3"],
+                params={"retry_schedule": "1h"})
+    rx.watch(bw)
+    rx.max_conns, rx.quit_delay, rx.dot_delay = 2, 0.4, 0.05
+    ids = inject(bw, 30, lambda k: "u%d@rot.test" % k, sessions=4)
+    got = rx.wait_messages(30, 60)
+    assert sorted(set(sink_qids(got))) == sorted(ids.values())
+    conns = rx.wait_all_closed(15)
+    assert rx.rejected_421 == 0, "%d connections met 421: a replacement dialled while the old one said QUIT" % (
+        rx.rejected_421)
+    used = [c for c in conns if c.transactions]
+    assert len(used) >= 10 and max(c.transactions for c in used) == 3, [c.transactions for c in used]
+    assert all(c.quit for c in used), "a connection closed without QUIT"
+    assert rx.open_max <= 2, rx.open_max
+
+
+def test_mail_refused_by_a_busy_receiver_is_retried_soon(bw_factory, sink_factory):
+    """A receiver that takes one connection and answers 421 to the others
+    while it delivers: the concurrency backs off, and the refused messages
+    go back to the domain's queue within seconds instead of waiting for the
+    retry schedule (1 h here)."""
+    rx = sink_factory("127.0.0.2")
+    bw = engine(bw_factory, _route(rx, "one.test"), controls=["one.test max_connections=3"],
+                params={"retry_schedule": "1h"})
+    rx.watch(bw)
+    rx.max_conns, rx.dot_delay = 1, 0.2
+    first = inject(bw, 1, lambda k: "first@one.test")
+    rx.wait_messages(1, 20)  # the receiver is known to deliver
+    mark = bw.log_mark()
+    ids = inject(bw, 20, lambda k: "u%d@one.test" % k, sessions=4)
+    got = rx.wait_messages(21, 60)
+    assert sorted(set(sink_qids(got))) == sorted(list(ids.values()) + list(first.values()))
+    assert rx.rejected_421 >= 1, "the receiver never said 421"
+    assert bw.log_matches(r"status=deferred \(421 4\.7\.0", mark), "no deferral logged for the 421"
+    assert not bw.log_matches(down_re("one.test"), mark), "a busy receiver was marked down"
+
+
 # ---------------------------------------------------------------- domain debug
 
 TS = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}"
