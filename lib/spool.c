@@ -381,7 +381,7 @@ int spool_write_sync(const char *qdir, int slot, const struct spool_envelope *en
 /* spool_set_rcpt_state - one state byte in place */
 int spool_set_rcpt_state(int fd, off_t state_offset, char state)
 {
-    if (strchr("-DBX", state) == NULL || state == '\0')
+    if (strchr("-DBNX", state) == NULL || state == '\0')
         return errno = EINVAL, -1;
     return pwrite(fd, &state, 1, state_offset) == 1 ? 0 : -1;
 }
@@ -701,7 +701,7 @@ int spool_message_read(const char *path, struct spool_message *msg, char *err, s
             break;
         }
         if (line[0] == 'R') {
-            if (n < 4 || line[2] != ' ' || strchr("-DBX", line[1]) == NULL) {
+            if (n < 4 || line[2] != ' ' || strchr("-DBNX", line[1]) == NULL) {
                 bad(err, errlen, path, "bad recipient record");
                 goto out;
             }

@@ -27,7 +27,8 @@
  *   envelope records, one per line: T arrival-us, I id, S sender, C client
  *   address, N client name, H helo, P protocol, B body type, U smtputf8 (0|1),
  *   V virtual gateway, L listener, then one "R" STATE " " address per
- *   recipient (STATE '-' pending, 'D' delivered, 'B' bounced, 'X' deleted)
+ *   recipient (STATE '-' pending, 'D' delivered, 'B' bounced, 'N' bounced and the
+ *   sender notified (the DSN is queued), 'X' deleted)
  *   "M\n", then exactly content-length bytes of message, then "E\n".
  * A file whose length, header or trailer do not agree is invalid. */
 #ifndef BW_SPOOL_H
@@ -138,7 +139,7 @@ int spool_set_rcpt_state(int fd, off_t state_offset, char state);
 
 /* A committed message as read back from queue/XX/ID. */
 struct spool_rcpt {
-    char state;                 /* '-', 'D', 'B', 'X' */
+    char state;                 /* '-', 'D', 'B', 'N', 'X' */
     off_t state_offset;         /* file offset of the state byte */
     char *address;
 };

@@ -47,7 +47,7 @@
 struct qrcpt {
     char *addr;
     off_t off;
-    char state;        /* spool state: '-', 'D', 'B', 'X' */
+    char state;        /* spool state: '-', 'D', 'B', 'N' (bounced, DSN queued), 'X' */
     bool busy;         /* in a job */
     bool queued;       /* in a queue entry (in memory) */
     bool indexed;      /* the index has the record of (message, this domain) */
@@ -743,6 +743,11 @@ static bool msg_load(struct qmgr_queue *q, const char *id, bool log_new)
     }
     msg_each_domain(q, m, enqueue_domain, log_new ? NULL : (void *)m);
     markers_add(q, id);
+    for (size_t i = 0; i < m->n; i++)
+        if (m->r[i].state == 'B') { /* bounced before a restart, sender not told yet */
+            mark_dirty(q, m);
+            break;
+        }
     msg_release(q, m);
     kick(q);
     return true;
@@ -1463,35 +1468,76 @@ bool qmgr_queue_site(struct qmgr_queue *q, struct peer *p, uint64_t job, unsigne
 
 /* ---- durability and removal ---- */
 
-/* msg_finish - every recipient is final: bounce if needed, then remove */
-static void msg_finish(struct qmgr_queue *q, struct qmsg *m)
+/* bounce_send_for - one DSN for m's bounced recipients that the sender has
+ * not been told of (state 'B'); they become 'N' (written at the next sync).
+ * False when the DSN could not be queued (the states stay, tried again at
+ * the next sync or restart). */
+static bool bounce_send_for(struct qmgr_queue *q, struct qmsg *m)
 {
     size_t n_bounced = 0;
     for (size_t i = 0; i < m->n; i++)
         n_bounced += m->r[i].state == 'B';
-    if (n_bounced > 0) {
-        if (m->sender[0] == '\0') {
-            log_msg(m->id, "undeliverable bounce (null sender): %zu recipient(s) dropped", n_bounced);
-        } else {
-            struct bounce_rcpt br[256];
-            size_t k = 0;
-            for (size_t i = 0; i < m->n && k < 256; i++)
-                if (m->r[i].state == 'B') {
-                    br[k].address = m->r[i].addr;
-                    br[k].status = m->r[i].dsn[0] ? m->r[i].dsn : "5.0.0";
-                    br[k].diagnostic = m->r[i].error ? m->r[i].error : "delivery failed";
-                    k++;
-                }
-            char newid[SPOOL_ID_LEN + 1];
-            const char *vg = q->bounce_vg && *q->bounce_vg ? q->bounce_vg : m->vg;
-            if (bounce_send(q->qdir, q->hostname, vg, m->id, m->sender, m->arrival_us, br, k, newid) != 0) {
-                log_error_errno("%s: cannot queue the bounce, keeping the message", m->id);
-                return; /* retried at the next sync or restart */
+    if (n_bounced == 0)
+        return true;
+    if (m->sender[0] == '\0') {
+        log_msg(m->id, "undeliverable bounce (null sender): %zu recipient(s) dropped", n_bounced);
+    } else {
+        struct bounce_rcpt br[256];
+        size_t k = 0;
+        for (size_t i = 0; i < m->n && k < 256; i++)
+            if (m->r[i].state == 'B') {
+                br[k].address = m->r[i].addr;
+                br[k].status = m->r[i].dsn[0] ? m->r[i].dsn : "5.0.0";
+                br[k].diagnostic = m->r[i].error ? m->r[i].error : "delivery failed";
+                k++;
             }
-            log_msg(m->id, "sender non-delivery notification: %s", newid);
-            msg_load(q, newid, true);
+        char newid[SPOOL_ID_LEN + 1];
+        const char *vg = q->bounce_vg && *q->bounce_vg ? q->bounce_vg : m->vg;
+        if (bounce_send(q->qdir, q->hostname, vg, m->id, m->sender, m->arrival_us, br, k, newid) != 0) {
+            log_error_errno("%s: cannot queue the bounce, keeping the message", m->id);
+            return false;
         }
+        log_msg(m->id, "sender non-delivery notification: %s", newid);
+        msg_load(q, newid, true);
     }
+    for (size_t i = 0; i < m->n; i++)
+        if (m->r[i].state == 'B') {
+            m->r[i].state = 'N';
+            m->r[i].changed = true;
+        }
+    return true;
+}
+
+/* bounce_due - m has bounced recipients the sender was not told of, and
+ * none of its other recipients is in a job or about to go (every pending
+ * one in memory has been tried and waits for its retry, or waits in the
+ * index): the DSN goes now, not when the last recipient is final, and one
+ * DSN covers the failures of one round of attempts. */
+static bool bounce_due(const struct qmsg *m)
+{
+    bool any = false;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct qrcpt *r = &m->r[i];
+        any = any || r->state == 'B';
+        if (r->state == '-' && (r->busy || (r->queued && r->attempts == 0)))
+            return false;
+    }
+    return any;
+}
+
+/* bounce_now - the DSN for m's bounced recipients while others are still
+ * pending (bounce_due); their new state is made durable by the next sync */
+static void bounce_now(struct qmgr_queue *q, struct qmsg *m)
+{
+    if (bounce_send_for(q, m))
+        mark_dirty(q, m);
+}
+
+/* msg_finish - every recipient is final: bounce if needed, then remove */
+static void msg_finish(struct qmgr_queue *q, struct qmsg *m)
+{
+    if (!bounce_send_for(q, m))
+        return; /* retried at the next sync or restart */
     char path[SPOOL_PATH_MAX];
     spool_path_queue(q->qdir, m->id, path, sizeof path);
     /* A finished message keeps a new/ link until its file is gone (the
@@ -1527,7 +1573,7 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
         bool any = false, bounced = false;
         for (size_t i = 0; i < m->n; i++) {
             any = any || m->r[i].changed;
-            bounced = bounced || m->r[i].state == 'B';
+            bounced = bounced || m->r[i].state == 'B' || m->r[i].state == 'N';
         }
         if (!any)
             continue;
@@ -1566,6 +1612,8 @@ static void on_sync(evutil_socket_t fd, short what, void *arg)
     for (struct qmsg *m = list; m; m = next) {
         next = m->dirty_next;
         m->dirty = false;
+        if (flush_ok && m->open > 0 && !m->sync_failed && bounce_due(m))
+            bounce_now(q, m);
         if (flush_ok && m->open == 0 && m->entries == 0 && !m->sync_failed)
             msg_finish(q, m);
         else if (flush_ok && m->entries == 0 && !m->sync_failed)
@@ -1774,7 +1822,7 @@ static const char *rcpt_state_name(const struct qrcpt *r)
 {
     if (r->state == 'D')
         return "delivered";
-    if (r->state == 'B')
+    if (r->state == 'B' || r->state == 'N')
         return "bounced";
     if (r->state == 'X')
         return "deleted";

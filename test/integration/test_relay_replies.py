@@ -2,10 +2,12 @@
 250/450/550 (delivered / deferred, then delivered after `mailctl flush` /
 bounced with a DSN), 4xx at MAIL, 5xx at DATA and after the final dot, SIZE
 refusal, dropped and stalled connections, refused connections, the null
-sender (no bounce), and several failures of one message in one DSN."""
+sender (no bounce), several failures of one message in one DSN, and a
+DSN for a hard bounce sent at once (once) while another recipient waits."""
 
 import time
 
+from conftest import wait_until
 from relaylib import (SENDER, closed_port, delivery_lines, queue_show, rcpt_state,  # noqa: F401
                       relay, rx_factory, wait_delivery, wait_removed)
 
@@ -26,9 +28,13 @@ def test_mixed_recipient_replies(relay):
     assert deferred["dsn"] == "4.2.0" and deferred["reply"] == TEXT_450, deferred
     assert bounced["dsn"] == "5.1.1" and bounced["reply"] == TEXT_550, bounced
     assert sent["dsn"] == "2.0.0"
-    # State on disk and in qmgr.
+    # The DSN for c goes out now, while b still waits for its retry (1 h).
+    (dsn,) = r.dsns(1)
+    # State on disk and in qmgr: c bounced and its sender told (N).
+    wait_until(lambda: dict((a, s) for s, a in r.bw.read_queued(qid).recipients).get(C) == "N", 10, 0.1,
+               "c's state to become N (bounced, DSN queued)")
     states = dict((a, s) for s, a in r.bw.read_queued(qid).recipients)
-    assert states == {A: "D", B: "-", C: "B"}, states
+    assert states == {A: "D", B: "-", C: "N"}, states
     now = time.time()
     show = queue_show(r.bw, qid)
     st = {x["address"]: x for x in show["recipients"]}
@@ -45,8 +51,8 @@ def test_mixed_recipient_replies(relay):
     assert m2.rcpt_tos == [B], "flush retried %r, not just the deferred recipient" % m2.rcpt_tos
     wait_delivery(r.bw, qid, B, "sent", start=mark)
     wait_removed(r.bw, qid)
-    # One DSN, for c only, with the remote text and its status.
-    (dsn,) = r.dsns(1)
+    # One DSN, for c only, with the remote text and its status; none more
+    # when the message is removed.
     assert [x["final-recipient"] for x in dsn.recipients] == ["rfc822; " + C], dsn.recipients
     rc = dsn.recipient(C)
     assert rc["action"] == "failed"
@@ -259,6 +265,35 @@ def test_undeliverable_dsn_is_dropped(relay):
     time.sleep(0.5)
     assert r.bw.queue_files() == []
     assert r.bw.log_matches(r"%s: sender non-delivery notification" % dsn_id) == []
+
+
+def test_hard_bounce_is_reported_once_while_another_recipient_waits(relay):
+    """A 5xx for one recipient while another is deferred (retry in 1 h): the
+    DSN comes at once, not when the last recipient is final; neither a
+    restart of qmgr nor the final delivery of the other sends it again."""
+    r = relay(params={"retry_schedule": "1h"})
+    r.rx.rcpt_replies = {B: TEXT_450, C: TEXT_550}
+    qid = r.send([B, C], subject="prompt bounce")
+    wait_delivery(r.bw, qid, B, "deferred")
+    (dsn,) = r.dsns(1, timeout=15)
+    assert [x["final-recipient"] for x in dsn.recipients] == ["rfc822; " + C], dsn.recipients
+    assert dsn.recipient(C)["status"] == "5.1.1" and "no such user here" in dsn.recipient(C)["diagnostic-code"]
+    wait_until(lambda: dict((a, s) for s, a in r.bw.read_queued(qid).recipients) == {B: "-", C: "N"}, 10, 0.1,
+               "states b pending, c bounced and notified")
+    st = {x["address"]: x["state"] for x in queue_show(r.bw, qid)["recipients"]}
+    assert st == {B: "deferred", C: "bounced"}, st
+    # qmgr dies and comes back: the message is read again, no second DSN.
+    r.rx.rcpt_replies = {}
+    r.bw.allow_daemon_exits = True
+    pids = [d["pid"] for d in r.bw.daemons("qmgr") if d.get("pid", 0) > 0]
+    r.bw.kill(pids[0])
+    wait_until(lambda: any(d.get("pid", 0) > 0 and d["pid"] != pids[0] for d in r.bw.daemons("qmgr")), 20, 0.2,
+               "qmgr to be restarted")
+    mark = r.bw.log_mark()
+    wait_until(lambda: r.bw.mailctl("flush").returncode == 0, 10, 0.3, "flush to be taken")
+    wait_delivery(r.bw, qid, B, "sent", start=mark)
+    wait_removed(r.bw, qid)
+    assert r.brx.quiet(1.0) == [], "a second DSN for the same bounce"
 
 
 def test_several_failures_make_one_dsn(relay, rx_factory):

@@ -712,7 +712,7 @@ START_TEST(test_read_states)
     unit_subdir("rd", d);
     snprintf(path, sizeof path, "%s/m", d);
     static const char env[] = "T 42\nI " GOOD_ID "\nS \nU 1\nRD done@x\nRB bounced@x\nRX deleted@x\nR- todo@x\n"
-                              "R- \"q r\"@x\nM\n";
+                              "R- \"q r\"@x\nRN notified@x\nM\n";
     struct buf b;
     buf_init(&b, 1 << 16);
     ck_assert(buf_printf(&b, "BWQ1 %016d\n%sxyE\n", 2, env));
@@ -722,10 +722,10 @@ START_TEST(test_read_states)
     ck_assert_int_eq(msg.arrival_us, 42);
     ck_assert_str_eq(msg.sender, "");
     ck_assert(msg.smtputf8);
-    ck_assert_uint_eq(msg.n_rcpts, 5);
-    static const char states[] = "DBX--";
-    static const char *const addrs[] = {"done@x", "bounced@x", "deleted@x", "todo@x", "\"q r\"@x"};
-    for (size_t i = 0; i < 5; i++) {
+    ck_assert_uint_eq(msg.n_rcpts, 6);
+    static const char states[] = "DBX--N";
+    static const char *const addrs[] = {"done@x", "bounced@x", "deleted@x", "todo@x", "\"q r\"@x", "notified@x"};
+    for (size_t i = 0; i < 6; i++) {
         ck_assert_int_eq(msg.rcpts[i].state, states[i]);
         ck_assert_str_eq(msg.rcpts[i].address, addrs[i]);
         ck_assert_int_eq(b.data[msg.rcpts[i].state_offset], states[i]);
