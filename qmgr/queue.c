@@ -1347,13 +1347,15 @@ bool qmgr_queue_result(struct qmgr_queue *q, struct peer *p, uint64_t job, const
             converted = true;
         } else {
             int64_t delay = retry_delay(q, e->d, r->attempts - r->throttles) * 1000;
-            if (throttle && r->throttles < THROTTLE_RETRIES && e->d->last_success != 0 &&
-                now - e->d->last_success <= SITE_BUSY_S) {
+            if (throttle && r->throttles < THROTTLE_RETRIES && e->d->gn.phase != GN_FIXED &&
+                e->d->last_success != 0 && now - e->d->last_success <= SITE_BUSY_S) {
                 /* The receiver is delivering other mail and only pushed back
                  * on this connection (its connection limit, a rate limit):
                  * the recipient goes back to the domain's queue soon, behind
                  * the concurrency the controller just lowered, instead of
-                 * waiting out a retry interval. */
+                 * waiting out a retry interval. Not with good_neighbor=no:
+                 * nothing lowers a fixed limit, and the retries would only
+                 * meet the same refusal. */
                 int64_t soon = (int64_t)THROTTLE_RETRY_MS << r->throttles;
                 r->throttles++;
                 if (soon < delay)
