@@ -854,7 +854,8 @@ def bench_gn(paths, out, plot_path):
         plot(results, plot_path, rate, limit)
         say("figure: %s" % plot_path)
     except Exception as e:  # noqa: BLE001 - a missing matplotlib must not lose the numbers
-        say("warning: no figure: %s" % e)
+        say("warning: no figure: %s (scripts/deps.sh --bench installs matplotlib; "
+            "'outbound.py report RESULTS.json FIGURE.png' draws it afterwards)" % e)
     return lines
 
 

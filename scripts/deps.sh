@@ -2,11 +2,17 @@
 # deps.sh - install Breakwater's build, test and benchmark dependencies.
 # Idempotent and quiet when everything is already there; as root it also
 # creates the unprivileged `breakwater` system user (DESIGN §3, §5 mail_owner).
+# --bench also installs what only the benchmarks' figures need (matplotlib).
 set -eu
 
 PKGS="build-essential autoconf automake libtool pkg-config
       libevent-dev libssl-dev libldns-dev libdb5.3-dev check
       python3-pytest python3-aiosmtpd python3-dnslib swaks postfix pflogsumm"
+case "${1:-}" in
+    --bench) PKGS="$PKGS python3-matplotlib" ;;
+    "") ;;
+    *) echo "usage: deps.sh [--bench]" >&2; exit 2 ;;
+esac
 
 missing=""
 for p in $PKGS; do
