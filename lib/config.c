@@ -623,8 +623,9 @@ struct config *config_load_flags(const char *dir, const char *const *overrides, 
         int id = param_find(cfg->set[i].name);
         if (id >= 0) {
             cfg->known[id] = (int)i;
-        } else if (strchr(cfg->set[i].name, '_') == NULL || param_find(strchr(cfg->set[i].name, '_') + 1) < 0) {
-            /* "<instance>_<param>" names are per-instance values, not unknown. */
+        } else {
+            /* Set but read by no daemon (a typo, or a name only used in
+             * $name expansions): worth a word to the administrator. */
             char w[CONFIG_ERR_MAX], loc[CONFIG_ERR_MAX / 2];
             where(cfg, cfg->set[i].line, loc, sizeof loc);
             str_fmt(w, sizeof w, "%s: unknown parameter %s", loc, cfg->set[i].name);

@@ -2,7 +2,7 @@
  *
  * Owns one parsed configuration: every parameter of params.def with its raw
  * text, expanded text, typed value and where it was set, plus the unknown
- * names that were set (kept for per-instance lookups and warnings).
+ * names that were set (kept for $name expansions and warnings).
  *
  * Syntax (Postfix's): "name = value"; lines whose first non-blank character is
  * '#' and blank lines are ignored; a line starting with white space continues
@@ -87,7 +87,7 @@ const char *cfg_raw(const struct config *cfg, enum param_id id);
 bool cfg_is_set(const struct config *cfg, enum param_id id);
 
 /* cfg_lookup - expanded value of any name that was set, known or unknown
- * (per-instance values such as "gw1_max_connections"), else NULL. */
+ * (an unknown one may serve $name expansions), else NULL. */
 const char *cfg_lookup(const struct config *cfg, const char *name);
 
 /* config_warning - the i-th warning text ("FILE:LINE: unknown parameter x"),

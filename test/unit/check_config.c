@@ -405,7 +405,12 @@ START_TEST(test_unknown_is_warning)
     ck_assert_str_eq(config_warning(cfg, 0), want);
     snprintf(want, sizeof want, "%s:3: unknown parameter bar", ld.path);
     ck_assert_str_eq(config_warning(cfg, 1), want);
-    ck_assert_ptr_null(config_warning(cfg, 2)); /* per-instance names are no warning */
+    /* a known name behind a prefix is no per-instance setting: nothing reads it */
+    snprintf(want, sizeof want, "%s:4: unknown parameter gw1_smtpd_timeout", ld.path);
+    ck_assert_str_eq(config_warning(cfg, 2), want);
+    snprintf(want, sizeof want, "%s:5: unknown parameter gw1_smtpd_banner", ld.path);
+    ck_assert_str_eq(config_warning(cfg, 3), want);
+    ck_assert_ptr_null(config_warning(cfg, 4));
     ck_assert_str_eq(cfg_lookup(cfg, "foo"), "1");
     ck_assert_str_eq(cfg_lookup(cfg, "bar"), "two x.example");
     ck_assert_str_eq(cfg_lookup(cfg, "gw1_smtpd_timeout"), "5s");
